@@ -1,0 +1,129 @@
+"""Public HTTP payloads of serving and the registry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from contracts.base import Contract, FeatureValue
+from contracts.events import ArtifactRef, Lineage
+
+_FEATURES = {"salary": 68_000.0, "age": 41, "car": 3}
+
+
+class PredictRequest(Contract):
+    """Body of POST /v1/models/{model}/predict for one instance."""
+
+    features: dict[str, Any] = Field(description="Feature name to value, as declared by the "
+                                     "model's dataset.", examples=[_FEATURES])
+
+
+class BatchPredictRequest(Contract):
+    """Body of POST /v1/models/{model}/predict for several instances."""
+
+    instances: list[dict[str, Any]] = Field(min_length=1, max_length=10_000,
+                                            description="Feature mappings, one per instance.",
+                                            examples=[[_FEATURES]])
+
+
+class PredictionItem(Contract):
+    """One answer in a batch."""
+
+    prediction: FeatureValue | None = Field(description="The output.", examples=[1])
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="Class probabilities.", examples=[{"0": 0.2, "1": 0.8}])
+    prediction_id: str = Field(description="Id to send the late label with.",
+                               examples=["pred-7f3a"])
+
+
+class PredictResponse(Contract):
+    """Answer to a single-instance predict call."""
+
+    model: str = Field(description="Model name.", examples=["loans-tree"])
+    version: int = Field(description="Version that answered.", examples=[1])
+    prediction: FeatureValue | None = Field(description="The output.", examples=[1])
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="Class probabilities.", examples=[{"0": 0.2, "1": 0.8}])
+    prediction_id: str = Field(description="Id to send the late label with.",
+                               examples=["pred-7f3a"])
+
+
+class BatchPredictResponse(Contract):
+    """Answer to a batch predict call; one version answers the whole batch."""
+
+    model: str = Field(description="Model name.", examples=["loans-tree"])
+    version: int = Field(description="Version that answered.", examples=[1])
+    predictions: list[PredictionItem] = Field(description="One item per instance, in order.")
+
+
+class ErrorDetail(Contract):
+    """Every 4xx/5xx body: what went wrong, and per field where it applies."""
+
+    error: str = Field(description="Error type.", examples=["InvalidFeatures"])
+    detail: str = Field(description="Message for a person.",
+                        examples=["features.age: expected a number, got 'forty'"])
+    fields: list[dict[str, str]] = Field(default_factory=list, description="Field-level problems.",
+                                         examples=[[{"field": "features.age",
+                                                     "message": "field required"}]])
+
+
+class ModelVersionView(Contract):
+    """A registered version as the registry API shows it."""
+
+    model: str = Field(description="Model name.", examples=["loans-tree"])
+    version: int = Field(description="Version number, from 1.", examples=[2])
+    run_id: str = Field(description="Training run.", examples=["run-81aa"])
+    stage: str = Field(description="champion, candidate, rejected or archived.",
+                       examples=["champion"])
+    metric: str = Field(description="Promotion metric name.", examples=["accuracy"])
+    metrics: dict[str, float] = Field(description="Holdout metrics.",
+                                      examples=[{"accuracy": 0.88}])
+    baseline_version: int | None = Field(default=None, description="Champion it was compared "
+                                         "with.", examples=[1])
+    baseline_metrics: dict[str, float] | None = Field(default=None, description="That champion's "
+                                                      "metrics on the same holdout.",
+                                                      examples=[{"accuracy": 0.58}])
+    artifact: ArtifactRef = Field(description="Artifact reference.")
+    lineage: Lineage = Field(description="Data and code the version came from.")
+    decision: str | None = Field(default=None, description="Last lifecycle decision's reason.",
+                                 examples=["first version of the model"])
+    created_at: datetime = Field(description="When registered.",
+                                 examples=["2026-11-22T10:07:01Z"])
+
+
+class ModelView(Contract):
+    """A model and its current champion."""
+
+    model: str = Field(description="Model name.", examples=["loans-tree"])
+    champion_version: int | None = Field(description="Version serving, if any.", examples=[2])
+    versions: int = Field(description="Number of registered versions.", examples=[2])
+
+
+class PromoteRequest(Contract):
+    """Body of a manual promotion."""
+
+    version: int = Field(ge=1, description="Version to make champion.", examples=[1])
+    reason: str = Field(min_length=1, description="Why, for the audit trail.",
+                        examples=["roll forward after incident review"])
+    actor: str = Field(default="api", description="Who is acting.", examples=["alice"])
+
+
+class RollbackRequest(Contract):
+    """Body of a manual rollback to the previous champion."""
+
+    reason: str = Field(min_length=1, description="Why, for the audit trail.",
+                        examples=["v3 misbehaves on EU traffic"])
+    actor: str = Field(default="api", description="Who is acting.", examples=["alice"])
+
+
+class AuditEntry(Contract):
+    """One line of a model's audit log."""
+
+    model: str = Field(description="Model name.", examples=["loans-tree"])
+    version: int = Field(description="Version concerned.", examples=[2])
+    action: str = Field(description="Lifecycle action.", examples=["promoted"])
+    reason: str = Field(description="Why.", examples=["first version of the model"])
+    actor: str = Field(description="policy or a person.", examples=["policy"])
+    at: datetime = Field(description="When.", examples=["2026-11-22T10:07:01Z"])

@@ -1,0 +1,181 @@
+"""The Kafka bus: one producer per process, topic creation, and a fire-and-forget outbox.
+
+Control events are published with `publish` (acks=all, awaited: the caller's
+effect is durable before it commits its own input). Predictions go through
+`Outbox`, so an HTTP request never waits on Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from contracts.base import Contract
+from contracts.topics import Topic
+from shared.envelope import build_headers
+from shared.errors import DependencyUnavailable
+from shared.metrics import EVENTS_DROPPED, EVENTS_PUBLISHED
+from shared.settings import CommonSettings, require_bootstrap
+
+logger = logging.getLogger(__name__)
+
+_TOPIC_EXISTS = 36
+
+
+class Bus:
+    """Producer and admin for one service; `start` waits for the broker up to `connect_timeout`."""
+
+    def __init__(self, settings: CommonSettings, source: str, connect_timeout: float = 60.0):
+        self.settings = settings
+        self.source = source
+        self.connect_timeout = connect_timeout
+        self._producer: AIOKafkaProducer | None = None
+
+    def topic(self, topic: Topic) -> str:
+        """The broker-side name of a topic."""
+        return topic.qualified(self.settings.kafka_topic_prefix)
+
+    async def start(self) -> None:
+        """Connect the producer and make sure every topic exists."""
+        await self.ensure_topics()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=require_bootstrap(self.settings),
+            acks="all",
+            linger_ms=5,
+            client_id=f"driftloop-{self.source}",
+            **self.settings.kafka_client_options(),
+        )
+        await _retry_start(producer.start, self.connect_timeout, "producer")
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Flush and close the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def ensure_topics(self) -> None:
+        """Create every catalogue topic that does not exist yet (idempotent)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=require_bootstrap(self.settings),
+                                    **self.settings.kafka_client_options())
+        await _retry_start(admin.start, self.connect_timeout, "admin client")
+        try:
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(self.topic(t), self.settings.kafka_partitions,
+                         self.settings.kafka_replication_factor)
+                for t in Topic if self.topic(t) not in existing
+            ]
+            if missing:
+                response = await admin.create_topics(missing)
+                for name, code, message in getattr(response, "topic_errors", []):
+                    if code not in (0, _TOPIC_EXISTS):
+                        raise DependencyUnavailable(dependency="kafka",
+                                                    detail=f"creating {name}: {message}")
+        finally:
+            await admin.close()
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("Bus.start() was not awaited")
+        return self._producer
+
+    async def publish(self, topic: Topic, event: Contract, key: str,
+                      ce_id: str | None = None) -> None:
+        """Publish and wait for the broker's acknowledgement (acks=all)."""
+        try:
+            await self.producer.send_and_wait(
+                self.topic(topic), event.model_dump_json().encode(), key=key.encode(),
+                headers=build_headers(event, self.source, ce_id))
+        except KafkaError as exc:
+            raise DependencyUnavailable(dependency="kafka", detail=str(exc)) from exc
+        EVENTS_PUBLISHED.labels(topic.value).inc()
+
+    async def publish_raw(self, topic: Topic, value: bytes, key: bytes | None,
+                          headers: list[tuple[str, bytes]]) -> None:
+        """Publish bytes that are already encoded (dead letters carry original bytes inside)."""
+        try:
+            await self.producer.send_and_wait(self.topic(topic), value, key=key, headers=headers)
+        except KafkaError as exc:
+            raise DependencyUnavailable(dependency="kafka", detail=str(exc)) from exc
+        EVENTS_PUBLISHED.labels(topic.value).inc()
+
+
+class Outbox:
+    """A bounded queue drained into the producer by one task, off the request path.
+
+    When the queue is full (the broker is slower than traffic for too long) an
+    event is dropped and counted rather than making HTTP callers wait.
+    """
+
+    def __init__(self, bus: Bus, topic: Topic, capacity: int = 100_000) -> None:
+        self.bus = bus
+        self.topic = topic
+        self._queue: asyncio.Queue[tuple[str, Contract]] = asyncio.Queue(capacity)
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, key: str, event: Contract) -> None:
+        """Queue an event; never blocks."""
+        try:
+            self._queue.put_nowait((key, event))
+        except asyncio.QueueFull:
+            EVENTS_DROPPED.labels(self.topic.value, "outbox_full").inc()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._drain(), name=f"outbox-{self.topic}")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Send what is queued (up to `timeout`), then stop."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            logger.warning("outbox stopped with %d events unsent", self._queue.qsize())
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        name = self.bus.topic(self.topic)
+        while True:
+            key, event = await self._queue.get()
+            try:
+                future = await self.bus.producer.send(
+                    name, event.model_dump_json().encode(), key=key.encode(),
+                    headers=build_headers(event, self.bus.source))
+                future.add_done_callback(self._on_delivery)
+                EVENTS_PUBLISHED.labels(self.topic.value).inc()
+            except KafkaError:
+                logger.exception("could not queue a %s event", self.topic.value)
+                EVENTS_DROPPED.labels(self.topic.value, "producer_error").inc()
+            finally:
+                self._queue.task_done()
+
+    def _on_delivery(self, future: asyncio.Future[object]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            EVENTS_DROPPED.labels(self.topic.value, "not_acknowledged").inc()
+            logger.error("broker did not acknowledge a %s event: %s", self.topic.value,
+                         future.exception())
+
+
+async def _retry_start(start: object, timeout: float, what: str) -> None:
+    """Call an aiokafka client's start() until the broker answers or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            await start()  # type: ignore[operator]
+            return
+        except KafkaError as exc:
+            if time.monotonic() >= deadline:
+                raise DependencyUnavailable(dependency="kafka",
+                                            detail=f"{what} could not connect: {exc}") from exc
+            logger.warning("kafka not reachable yet for the %s (%s); retrying", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,51 @@
+"""CloudEvents binary-mode Kafka headers around a JSON contract body."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from contracts.base import Contract
+from contracts.catalogue import ce_type_of
+from shared.tracing import current_traceparent, new_trace_id, parse_traceparent
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The CloudEvents attributes of one message."""
+
+    ce_id: str
+    ce_type: str
+    ce_source: str
+    ce_time: str
+    trace_id: str
+
+
+def build_headers(event: Contract, source: str, ce_id: str | None = None) -> Headers:
+    """Headers for publishing `event` from `source` in the current trace."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", (ce_id or uuid.uuid4().hex).encode()),
+        ("ce_type", ce_type_of(type(event)).encode()),
+        ("ce_source", source.encode()),
+        ("ce_time", datetime.now(UTC).isoformat().encode()),
+        ("content-type", b"application/json"),
+        ("traceparent", current_traceparent().encode()),
+    ]
+
+
+def read_envelope(headers: Headers | tuple[tuple[str, bytes], ...] | None, topic: str,
+                  partition: int, offset: int) -> Envelope:
+    """The envelope of a received message; producers outside driftloop may send no headers,
+    so the id falls back to the message coordinates and the trace starts here."""
+    found = {key: value.decode("utf-8", "replace") for key, value in (headers or ())}
+    return Envelope(
+        ce_id=found.get("ce_id") or f"{topic}/{partition}/{offset}",
+        ce_type=found.get("ce_type", ""),
+        ce_source=found.get("ce_source", "external"),
+        ce_time=found.get("ce_time", ""),
+        trace_id=parse_traceparent(found.get("traceparent")) or new_trace_id(),
+    )

@@ -1,0 +1,108 @@
+"""The error tree of driftloop. Core errors know nothing of HTTP or Kafka.
+
+    DriftloopError
+    ├── ConfigError                 a setting or the project file is unusable
+    │   └── BrokerPortInUse
+    ├── InvalidInput                poison: the input itself is wrong (→ 422 / dead letter)
+    │   ├── InvalidRecord
+    │   ├── InvalidFeatures
+    │   └── UnknownDataset
+    ├── NotFound                    (→ 404)
+    │   ├── ModelNotFound
+    │   ├── VersionNotFound
+    │   ├── SnapshotNotFound
+    │   └── ArtifactNotFound
+    ├── Conflict                    (→ 409)
+    │   ├── PromotionRefused
+    │   └── ModelNotReady
+    ├── ArtifactIntegrityError      bytes do not match digest or signature: never loaded
+    └── DependencyUnavailable       retryable: back off and try again
+
+The HTTP edge maps these to status codes in one table (shared/http_errors.py);
+the Kafka edge treats `InvalidInput` as poison (dead-letter, commit, go on) and
+`DependencyUnavailable` as retryable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DriftloopError(Exception):
+    """Base of every driftloop error; subclasses build their message from keywords."""
+
+    template = "{detail}"
+
+    def __init__(self, **fields: Any) -> None:
+        self.fields = fields
+        super().__init__(self.template.format(**fields))
+
+
+class ConfigError(DriftloopError):
+    """A setting or the project file cannot be used as given."""
+
+
+class BrokerPortInUse(ConfigError):
+    template = ("cannot start the embedded broker: {host}:{port} is already in use. Set "
+                "DRIFTLOOP_EMBEDDED_BROKER_PORT to a free port, or point DRIFTLOOP_KAFKA_BOOTSTRAP "
+                "at the broker that is listening there.")
+
+
+class InvalidInput(DriftloopError):
+    """The input is wrong in itself; retrying cannot help."""
+
+    def __init__(self, *, errors: list[tuple[str, str]] | None = None, **fields: Any) -> None:
+        self.errors = errors or []
+        super().__init__(**fields)
+
+
+class InvalidRecord(InvalidInput):
+    template = "record does not match dataset {dataset!r}: {detail}"
+
+
+class InvalidFeatures(InvalidInput):
+    template = "{detail}"
+
+
+class UnknownDataset(InvalidInput):
+    template = "unknown dataset {dataset!r}; declared datasets: {known}"
+
+
+class NotFound(DriftloopError):
+    """The thing asked for does not exist."""
+
+
+class ModelNotFound(NotFound):
+    template = "model {model!r} is not declared in the project file"
+
+
+class VersionNotFound(NotFound):
+    template = "model {model!r} has no version {version}"
+
+
+class SnapshotNotFound(NotFound):
+    template = "snapshot {snapshot_id} does not exist in the dataset store"
+
+
+class ArtifactNotFound(NotFound):
+    template = "artifact {digest} is not in the artifact store"
+
+
+class Conflict(DriftloopError):
+    """The request is valid but the current state does not allow it."""
+
+
+class PromotionRefused(Conflict):
+    template = "cannot promote {model!r} v{version}: {detail}"
+
+
+class ModelNotReady(Conflict):
+    template = "model {model!r} has no version serving yet"
+
+
+class ArtifactIntegrityError(DriftloopError):
+    template = "artifact {digest} refused: {detail}"
+
+
+class DependencyUnavailable(DriftloopError):
+    template = "{dependency} unavailable: {detail}"

@@ -1,0 +1,59 @@
+"""The HTTP edge's one table from error types to status codes, and its handlers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+
+from contracts.http import ErrorDetail
+from shared.errors import (
+    ArtifactIntegrityError,
+    ConfigError,
+    Conflict,
+    DependencyUnavailable,
+    DriftloopError,
+    InvalidInput,
+    NotFound,
+)
+
+STATUS_BY_ERROR: tuple[tuple[type[DriftloopError], int], ...] = (
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (ArtifactIntegrityError, 409),
+    (DependencyUnavailable, 503),
+    (ConfigError, 500),
+    (DriftloopError, 500),
+)
+
+
+def status_for(exc: DriftloopError) -> int:
+    """The status code of an error, by the first matching type in the table."""
+    return next(code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind))
+
+
+def error_response(status: int, error: str, detail: str,
+                   fields: list[tuple[str, str]] | None = None) -> ORJSONResponse:
+    body = ErrorDetail(error=error, detail=detail,
+                       fields=[{"field": f, "message": m} for f, m in fields or []])
+    return ORJSONResponse(body.model_dump(), status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map driftloop errors and request validation errors to ErrorDetail bodies."""
+
+    async def on_driftloop_error(request: Request, exc: Exception) -> ORJSONResponse:
+        assert isinstance(exc, DriftloopError)
+        fields = exc.errors if isinstance(exc, InvalidInput) else None
+        return error_response(status_for(exc), type(exc).__name__, str(exc), fields)
+
+    async def on_validation_error(request: Request, exc: Exception) -> ORJSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        fields = [(".".join(str(p) for p in e["loc"] if p != "body"), str(e["msg"]))
+                  for e in exc.errors()]
+        detail = "; ".join(f"{f or 'body'}: {m}" for f, m in fields)
+        return error_response(422, "InvalidRequest", detail, fields)
+
+    app.add_exception_handler(DriftloopError, on_driftloop_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,0 +1,186 @@
+"""The project file: datasets, models, monitors and policies, declared in one TOML file.
+
+TOML because it is in the standard library (tomllib), has comments, and maps
+one-to-one onto these pydantic models, which validate it at start-up: a typo
+fails fast with the path of the offending key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.errors import ConfigError, ModelNotFound
+from shared.pipelines import DETECTORS, validate_step
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ValueType(StrEnum):
+    """Declared type of a feature or label."""
+
+    FLOAT = "float"
+    INT = "int"
+    STR = "str"
+    BOOL = "bool"
+
+
+class ValueSpec(_Spec):
+    """Type and allowed values of one feature or of the label."""
+
+    type: ValueType
+    min: float | None = None
+    max: float | None = None
+    categories: list[str | int | bool] | None = None
+    required: bool = True
+
+
+class DatasetSpec(_Spec):
+    """A dataset's contract: its features and label."""
+
+    features: dict[str, ValueSpec] = Field(min_length=1)
+    label: ValueSpec
+
+
+class PipelineStep(_Spec):
+    """One allowlisted River estimator and its parameters."""
+
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _allowlisted(self) -> PipelineStep:
+        validate_step(self.model_dump())
+        return self
+
+
+class ConceptDriftMonitor(_Spec):
+    """A River detector on the 0/1 error stream of the served model."""
+
+    detector: str = "ADWIN"
+    params: dict[str, Any] = Field(default_factory=lambda: {"delta": 0.002})
+    min_samples: int = Field(default=100, ge=1)
+    """Labeled predictions a version must have before its drift alarms count."""
+    min_error_increase: float = Field(default=0.05, ge=0)
+    """An alarm counts only when the recent error rate rose by at least this much."""
+
+    @field_validator("detector")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in DETECTORS:
+            raise ValueError(f"detector {value!r} is not allowed (allowed: {', '.join(DETECTORS)})")
+        return value
+
+
+class DataDriftMonitor(_Spec):
+    """Population stability of input features against the training distribution."""
+
+    features: list[str] = Field(default_factory=list)
+    """Numeric features to watch (empty: every numeric feature)."""
+    window: int = Field(default=500, ge=50)
+    """Recent predictions compared with the training reference."""
+    psi_threshold: float = Field(default=0.25, gt=0)
+    """Population Stability Index above which a data-drift alert fires."""
+
+
+class MonitorSpec(_Spec):
+    """What monitoring watches for a model."""
+
+    concept: ConceptDriftMonitor = Field(default_factory=ConceptDriftMonitor)
+    data: DataDriftMonitor = Field(default_factory=DataDriftMonitor)
+    label_ttl_seconds: float = Field(default=3600, gt=0)
+    """How long a prediction waits for its label."""
+    max_pending_predictions: int = Field(default=200_000, ge=1)
+    """Bound on predictions held for joining (oldest dropped first)."""
+    recovery_samples: int = Field(default=200, ge=1)
+    """Labeled predictions of a new version before its alert can resolve."""
+
+
+class PolicySpec(_Spec):
+    """Promotion and retraining policy of a model."""
+
+    metric: str = "accuracy"
+    promotion_margin: float = Field(default=0.0, ge=0)
+    """A candidate must beat the champion on the same holdout by at least this much."""
+    initial_training_records: int = Field(default=1000, ge=1)
+    """Validated records that trigger the first training request."""
+    retrain_on_drift: bool = True
+    retrain_min_records: int = Field(default=1000, ge=1)
+    """Post-drift records a drift retrain waits for."""
+    retrain_max_records: int = Field(default=5000, ge=1)
+    """At most this many of the newest records in a retrain window."""
+    retrain_cooldown_seconds: float = Field(default=60, ge=0)
+    """Minimum time between two drift retrains of one model."""
+
+
+class TrainingSpec(_Spec):
+    """How a model is trained."""
+
+    passes: int = Field(default=1, ge=1, le=50)
+    """Epochs over the training slice (in order each pass)."""
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    """Newest fraction of the snapshot held out for evaluation."""
+    seed: int = 42
+
+
+class ModelSpec(_Spec):
+    """A model: its data, pipeline, training, monitors and policy."""
+
+    dataset: str
+    task: str = "classification"
+    pipeline: list[PipelineStep] = Field(min_length=1)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+
+
+class Project(_Spec):
+    """The whole project file."""
+
+    name: str = "driftloop"
+    datasets: dict[str, DatasetSpec]
+    models: dict[str, ModelSpec]
+
+    @model_validator(mode="after")
+    def _models_use_declared_datasets(self) -> Project:
+        for name, model in self.models.items():
+            if model.dataset not in self.datasets:
+                raise ValueError(f"model {name!r} uses undeclared dataset {model.dataset!r}")
+            features = self.datasets[model.dataset].features
+            for feature in model.monitor.data.features:
+                if feature not in features:
+                    raise ValueError(f"model {name!r} monitors undeclared feature {feature!r}")
+        return self
+
+    def model(self, name: str) -> ModelSpec:
+        """The spec of a declared model."""
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ModelNotFound(model=name) from None
+
+    def models_of(self, dataset: str) -> list[str]:
+        """Names of the models trained on a dataset."""
+        return [name for name, spec in self.models.items() if spec.dataset == dataset]
+
+
+def load_project(path: Path) -> Project:
+    """Read and validate a project file, failing fast with a readable message."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(detail=f"project file {path} not found; set DRIFTLOOP_CONFIG or "
+                          "pass --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(detail=f"project file {path} is not valid TOML: {exc}") from None
+    try:
+        return Project.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(detail=f"project file {path}: {problems}") from None
