@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from contracts.base import Contract, FeatureValue
-from contracts.events import ArtifactRef, Lineage
+from contracts.events import ArtifactRef, BinnedDistribution, Lineage
 
 _FEATURES = {"salary": 68_000.0, "age": 41, "car": 3}
 
@@ -87,6 +87,8 @@ class ModelVersionView(Contract):
                                                       examples=[{"accuracy": 0.58}])
     artifact: ArtifactRef = Field(description="Artifact reference.")
     lineage: Lineage = Field(description="Data and code the version came from.")
+    reference_profile: dict[str, BinnedDistribution] = Field(
+        default_factory=dict, description="Training distribution of numeric features.")
     decision: str | None = Field(default=None, description="Last lifecycle decision's reason.",
                                  examples=["first version of the model"])
     created_at: datetime = Field(description="When registered.",

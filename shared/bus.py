@@ -114,9 +114,9 @@ class Outbox:
     event is dropped and counted rather than making HTTP callers wait.
     """
 
-    def __init__(self, bus: Bus, topic: Topic, capacity: int = 100_000) -> None:
-        self.bus = bus
+    def __init__(self, topic: Topic, capacity: int = 100_000) -> None:
         self.topic = topic
+        self._bus: Bus | None = None
         self._queue: asyncio.Queue[tuple[str, Contract]] = asyncio.Queue(capacity)
         self._task: asyncio.Task[None] | None = None
 
@@ -127,8 +127,10 @@ class Outbox:
         except asyncio.QueueFull:
             EVENTS_DROPPED.labels(self.topic.value, "outbox_full").inc()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._drain(), name=f"outbox-{self.topic}")
+    def start(self, bus: Bus) -> None:
+        """Start draining into `bus` (events put before this wait in the queue)."""
+        self._bus = bus
+        self._task = asyncio.create_task(self._drain(bus), name=f"outbox-{self.topic}")
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Send what is queued (up to `timeout`), then stop."""
@@ -141,14 +143,14 @@ class Outbox:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _drain(self) -> None:
-        name = self.bus.topic(self.topic)
+    async def _drain(self, bus: Bus) -> None:
+        name = bus.topic(self.topic)
         while True:
             key, event = await self._queue.get()
             try:
-                future = await self.bus.producer.send(
+                future = await bus.producer.send(
                     name, event.model_dump_json().encode(), key=key.encode(),
-                    headers=build_headers(event, self.bus.source))
+                    headers=build_headers(event, bus.source))
                 future.add_done_callback(self._on_delivery)
                 EVENTS_PUBLISHED.labels(self.topic.value).inc()
             except KafkaError:

@@ -49,8 +49,8 @@ DETECTORS: Mapping[str, type[Any]] = {
     "KSWIN": drift.KSWIN,
     "DDM": drift.binary.DDM,
     "EDDM": drift.binary.EDDM,
-    "HDDM_A": drift.binary.HDDM_A,
-    "HDDM_W": drift.binary.HDDM_W,
+    "HDDM_A": drift.binary.HDDMA,
+    "HDDM_W": drift.binary.HDDMW,
 }
 """Drift detectors a monitor may name."""
 

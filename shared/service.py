@@ -20,6 +20,7 @@ from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.broker import EmbeddedBroker
 from shared.bus import Bus
 from shared.http_errors import install_error_handlers
 from shared.logs import configure_logging
@@ -147,8 +148,22 @@ def build_app(name: str, settings: CommonSettings,
 
 
 def serve(app: FastAPI, settings: CommonSettings, port: int, service: str) -> None:
-    """Run the app under uvicorn until SIGTERM/SIGINT (uvicorn then runs the lifespan exit)."""
+    """Run the app under uvicorn until SIGTERM/SIGINT (uvicorn then runs the lifespan exit).
+
+    With no DRIFTLOOP_KAFKA_BOOTSTRAP, an embedded broker is started first and
+    stopped last, so one service can run alone.
+    """
     configure_logging(service, settings.log_level)
-    config = uvicorn.Config(app, host=settings.host, port=port, log_config=None,
-                            access_log=False, lifespan="on")
-    uvicorn.Server(config).run()
+    broker = None
+    if not settings.kafka_bootstrap:
+        broker = EmbeddedBroker(settings.embedded_broker_host, settings.embedded_broker_port,
+                                settings.data_dir / "logs" / "broker.log")
+        broker.start()
+        settings.kafka_bootstrap = broker.bootstrap
+    try:
+        config = uvicorn.Config(app, host=settings.host, port=port, log_config=None,
+                                access_log=False, lifespan="on")
+        uvicorn.Server(config).run()
+    finally:
+        if broker is not None:
+            broker.stop()

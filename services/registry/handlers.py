@@ -1,0 +1,125 @@
+"""The registry's decisions: record runs, apply the promotion policy, promote, roll back.
+
+No HTTP or Kafka types: every method returns the lifecycle events to publish.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from contracts.events import LifecycleAction, ModelLifecycleChanged, ModelTrained
+from contracts.http import ModelVersionView
+from services.registry.store import RegistryStore
+from shared.errors import ModelNotFound, PromotionRefused
+from shared.project import PolicySpec, Project
+
+logger = logging.getLogger(__name__)
+
+LOWER_IS_BETTER = frozenset({"mae", "mse", "rmse", "log_loss", "error_rate"})
+
+
+def judge(candidate: ModelTrained, champion: int | None,
+          policy: PolicySpec) -> tuple[LifecycleAction, str]:
+    """Promote or reject a candidate against the champion, on the same holdout only."""
+    if champion is None:
+        return LifecycleAction.PROMOTED, "first version of the model"
+    metric = candidate.metric
+    if candidate.baseline_version != champion or not candidate.baseline_metrics:
+        return LifecycleAction.REJECTED, (
+            f"not scored against the current champion v{champion} (baseline: "
+            f"v{candidate.baseline_version}); the comparison would not be on the same data")
+    if metric not in candidate.metrics or metric not in candidate.baseline_metrics:
+        return LifecycleAction.REJECTED, f"metric {metric!r} missing from the evaluation"
+    new, old = candidate.metrics[metric], candidate.baseline_metrics[metric]
+    margin = policy.promotion_margin
+    better = old - new if metric in LOWER_IS_BETTER else new - old
+    comparison = (f"{metric} {new:.4f} vs champion v{champion} {old:.4f} on the same holdout "
+                  f"(margin {margin:g})")
+    if better >= margin:
+        return LifecycleAction.PROMOTED, f"{comparison}: better"
+    return LifecycleAction.REJECTED, f"{comparison}: not better by the margin"
+
+
+class Registry:
+    """Versions, champions and the audit trail of every model in the project."""
+
+    def __init__(self, project: Project, store: RegistryStore) -> None:
+        self.project = project
+        self.store = store
+
+    def _event(self, view: ModelVersionView, action: LifecycleAction, reason: str,
+               champion: int | None, actor: str) -> ModelLifecycleChanged:
+        return ModelLifecycleChanged(
+            model=view.model, version=view.version, action=action, reason=reason,
+            run_id=view.run_id, artifact=view.artifact, champion_version=champion,
+            metrics=view.metrics, reference_profile=view.reference_profile, actor=actor)
+
+    def record(self, event: ModelTrained) -> list[ModelLifecycleChanged]:
+        """Register a trained candidate and decide on it; replays return the same decision."""
+        policy = self.project.model(event.model).policy
+        existing = self.store.by_run(event.run_id)
+        if existing is not None:
+            logger.info("run %s already registered as v%d; re-announcing its decision",
+                        event.run_id, existing.version)
+            action = (LifecycleAction.REJECTED if existing.stage == "rejected"
+                      else LifecycleAction.PROMOTED)
+            return [self._event(existing, action, existing.decision or "",
+                                self.store.champion_version(event.model), "policy")]
+        version = self.store.add_version(event)
+        champion = self.store.champion_version(event.model)
+        action, reason = judge(event, champion, policy)
+        promoted = action is LifecycleAction.PROMOTED
+        self.store.decide(event.model, version, action.value, reason, "policy",
+                          new_champion=version if promoted else None,
+                          stage="champion" if promoted else "rejected")
+        logger.info("%s v%d %s: %s", event.model, version, action.value, reason)
+        view = self.store.get(event.model, version)
+        return self._announce(view, action, reason, champion, "policy")
+
+    def _announce(self, view: ModelVersionView, action: LifecycleAction, reason: str,
+                  previous: int | None, actor: str) -> list[ModelLifecycleChanged]:
+        champion = self.store.champion_version(view.model)
+        events = [self._event(view, action, reason, champion, actor)]
+        if previous is not None and champion != previous:
+            old = self.store.get(view.model, previous)
+            events.append(self._event(old, LifecycleAction.ARCHIVED,
+                                      f"replaced by v{champion}", champion, actor))
+        return events
+
+    def promote(self, model: str, version: int, reason: str,
+                actor: str) -> list[ModelLifecycleChanged]:
+        """Make a version champion by hand."""
+        self._declared(model)
+        view = self.store.get(model, version)
+        if view.stage == "champion":
+            raise PromotionRefused(model=model, version=version, detail="it is already champion")
+        previous = self.store.decide(model, version, "promoted", reason, actor,
+                                     new_champion=version, stage="champion")
+        return self._announce(self.store.get(model, version), LifecycleAction.PROMOTED, reason,
+                              previous, actor)
+
+    def rollback(self, model: str, reason: str, actor: str) -> list[ModelLifecycleChanged]:
+        """Restore the champion that served before the current one."""
+        self._declared(model)
+        current = self.store.champion_version(model)
+        if current is None:
+            raise PromotionRefused(model=model, version=0, detail="there is no champion")
+        earlier = [e.version for e in self.store.audit_log(model)
+                   if e.action in ("promoted", "rolled_back") and e.version != current]
+        if not earlier:
+            raise PromotionRefused(model=model, version=current,
+                                   detail="no earlier champion to roll back to")
+        target = earlier[-1]
+        self.store.decide(model, target, "rolled_back", reason, actor, new_champion=target,
+                          stage="champion")
+        return self._announce(self.store.get(model, target), LifecycleAction.ROLLED_BACK, reason,
+                              current, actor)
+
+    def champion(self, model: str) -> ModelVersionView | None:
+        self._declared(model)
+        version = self.store.champion_version(model)
+        return None if version is None else self.store.get(model, version)
+
+    def _declared(self, model: str) -> None:
+        if model not in self.project.models:
+            raise ModelNotFound(model=model)

@@ -1,0 +1,132 @@
+"""Persistence of versions, champions and the audit log (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from contracts.base import utcnow
+from contracts.events import ArtifactRef, BinnedDistribution, Lineage, ModelTrained
+from contracts.http import AuditEntry, ModelVersionView
+from services.registry.schema import audit, champions, migrate, versions
+from shared.errors import VersionNotFound
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every datetime we store is UTC."""
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class RegistryStore:
+    """Reads and writes of the registry database; each method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        options: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            options["connect_args"] = {"check_same_thread": False}
+        self.engine = sa.create_engine(url, **options)
+        migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @staticmethod
+    def _view(row: sa.Row[Any], champion: int | None) -> ModelVersionView:
+        stage = "champion" if champion == row.version else row.stage
+        return ModelVersionView(
+            model=row.model, version=row.version, run_id=row.run_id, stage=stage,
+            metric=row.metric, metrics=row.metrics, baseline_version=row.baseline_version,
+            baseline_metrics=row.baseline_metrics,
+            artifact=ArtifactRef.model_validate(row.artifact),
+            lineage=Lineage.model_validate(row.lineage),
+            reference_profile={k: BinnedDistribution.model_validate(v)
+                               for k, v in row.reference_profile.items()},
+            decision=row.decision, created_at=_aware(row.created_at))
+
+    def champion_version(self, model: str, conn: sa.Connection | None = None) -> int | None:
+        query = sa.select(champions.c.version).where(champions.c.model == model)
+        if conn is not None:
+            return conn.execute(query).scalar()
+        with self.engine.connect() as own:
+            return own.execute(query).scalar()
+
+    def by_run(self, run_id: str) -> ModelVersionView | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(versions).where(versions.c.run_id == run_id)).first()
+            return None if row is None else self._view(row, self.champion_version(row.model, conn))
+
+    def get(self, model: str, version: int) -> ModelVersionView:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(versions).where(
+                versions.c.model == model, versions.c.version == version)).first()
+            if row is None:
+                raise VersionNotFound(model=model, version=version)
+            return self._view(row, self.champion_version(model, conn))
+
+    def list_versions(self, model: str) -> list[ModelVersionView]:
+        with self.engine.connect() as conn:
+            champion = self.champion_version(model, conn)
+            rows = conn.execute(sa.select(versions).where(versions.c.model == model)
+                                .order_by(versions.c.version)).all()
+            return [self._view(row, champion) for row in rows]
+
+    def models(self) -> list[tuple[str, int | None, int]]:
+        """(model, champion version, number of versions) for every registered model."""
+        with self.engine.connect() as conn:
+            counts = conn.execute(sa.select(versions.c.model, sa.func.count())
+                                  .group_by(versions.c.model)).all()
+            return [(model, self.champion_version(model, conn), int(n)) for model, n in counts]
+
+    def add_version(self, event: ModelTrained) -> int:
+        """Insert the run as the model's next version; returns the version number."""
+        with self.engine.begin() as conn:
+            latest = conn.execute(sa.select(sa.func.max(versions.c.version))
+                                  .where(versions.c.model == event.model)).scalar() or 0
+            conn.execute(versions.insert().values(
+                model=event.model, version=latest + 1, run_id=event.run_id,
+                request_id=event.request_id, stage="candidate", metric=event.metric,
+                metrics=event.metrics, baseline_version=event.baseline_version,
+                baseline_metrics=event.baseline_metrics,
+                artifact=event.artifact.model_dump(mode="json"),
+                lineage=event.lineage.model_dump(mode="json"),
+                reference_profile={k: v.model_dump() for k, v in event.reference_profile.items()},
+                created_at=utcnow()))
+            return latest + 1
+
+    def decide(self, model: str, version: int, action: str, reason: str, actor: str,
+               new_champion: int | None, stage: str | None = None) -> int | None:
+        """Record a decision: stages, champion, audit line. Returns the previous champion."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            previous = self.champion_version(model, conn)
+            values: dict[str, Any] = {"decision": reason}
+            if stage is not None:
+                values.update(stage=stage, decision_action=action)
+            conn.execute(versions.update().where(versions.c.model == model,
+                                                 versions.c.version == version).values(**values))
+            conn.execute(audit.insert().values(model=model, version=version, action=action,
+                                               reason=reason, actor=actor, at=now))
+            if new_champion is not None and new_champion != previous:
+                if previous is None:
+                    conn.execute(champions.insert().values(model=model, version=new_champion))
+                else:
+                    conn.execute(champions.update().where(champions.c.model == model)
+                                 .values(version=new_champion))
+                    conn.execute(versions.update().where(
+                        versions.c.model == model, versions.c.version == previous)
+                        .values(stage="archived"))
+                    conn.execute(audit.insert().values(
+                        model=model, version=previous, action="archived",
+                        reason=f"replaced by v{new_champion}", actor=actor, at=now))
+            return previous
+
+    def audit_log(self, model: str) -> list[AuditEntry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(audit).where(audit.c.model == model)
+                                .order_by(audit.c.id)).all()
+            return [AuditEntry(model=r.model, version=r.version, action=r.action,
+                               reason=r.reason, actor=r.actor, at=_aware(r.at)) for r in rows]

@@ -1,0 +1,51 @@
+"""The serving service's app: inference API, lifecycle follower, prediction outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from fastapi import FastAPI
+
+from contracts.topics import Topic
+from services.serving.consumers import lifecycle_handler, load_champions
+from services.serving.handlers import Predictor
+from services.serving.models import ModelManager
+from services.serving.routes import build_router
+from services.serving.settings import ServingSettings
+from shared.artifacts import ArtifactStore
+from shared.bus import Outbox
+from shared.consumer import Consumer, per_event
+from shared.project import load_project
+from shared.service import Runtime, build_app
+
+
+def create_app(settings: ServingSettings) -> FastAPI:
+    project = load_project(settings.config)
+    models = ModelManager(ArtifactStore(settings.data_dir / "artifacts",
+                                        settings.signing_key.get_secret_value().encode()))
+    outbox = Outbox(Topic.PREDICTIONS, settings.outbox_capacity)
+    predictor = Predictor(project, models, lambda event: outbox.put(event.prediction_id, event))
+
+    async def on_start(runtime: Runtime) -> None:
+        outbox.start(runtime.bus)
+        # Every replica must see every decision: a group of its own, from now on.
+        lifecycle = Consumer(runtime.bus, f"serving-{uuid.uuid4().hex[:8]}",
+                             [Topic.MODELS_LIFECYCLE], per_event(lifecycle_handler(models)),
+                             from_beginning=False)
+        runtime.spawn("models.lifecycle", lifecycle.run)
+        bootstrap_done: list[bool] = []
+
+        async def bootstrap(stopping: asyncio.Event) -> None:
+            await load_champions(project, models, settings.registry_url, lifecycle, stopping)
+            bootstrap_done.append(True)
+
+        runtime.spawn("load-champions", bootstrap)
+        runtime.checks["champions_fetched"] = lambda: bool(bootstrap_done)
+
+    async def on_stop(runtime: Runtime) -> None:
+        await outbox.stop()
+
+    app, _ = build_app("serving", settings, on_start, on_stop, "driftloop serving")
+    app.include_router(build_router(predictor))
+    return app

@@ -1,0 +1,74 @@
+"""The models serving holds: verified before loading, swapped atomically."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter
+
+from contracts.base import utcnow
+from contracts.events import ArtifactRef
+from shared.artifacts import ArtifactStore
+from shared.errors import ArtifactIntegrityError, ModelNotReady
+
+logger = logging.getLogger(__name__)
+
+LOADS = Counter("driftloop_serving_model_loads_total", "Model load attempts.", ["outcome"])
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """One servable version; replaced whole, never mutated."""
+
+    name: str
+    version: int
+    estimator: Any
+    digest: str
+    loaded_at: datetime
+
+
+class ModelManager:
+    """The champion of each model. A request reads one reference: the old model or the new,
+    never neither, because a swap is a single dict assignment done after loading."""
+
+    def __init__(self, artifacts: ArtifactStore) -> None:
+        self.artifacts = artifacts
+        self._current: dict[str, LoadedModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def get(self, model: str) -> LoadedModel:
+        try:
+            return self._current[model]
+        except KeyError:
+            raise ModelNotReady(model=model) from None
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._current.values())
+
+    def has(self, model: str) -> bool:
+        return model in self._current
+
+    async def load(self, model: str, version: int, artifact: ArtifactRef) -> bool:
+        """Verify and unpickle in a thread, then swap; False (old model kept) if refused."""
+        lock = self._locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            current = self._current.get(model)
+            if current is not None and current.digest == artifact.digest:
+                return True
+            try:
+                estimator = await asyncio.to_thread(self.artifacts.load_model, artifact)
+            except ArtifactIntegrityError as exc:
+                LOADS.labels("refused").inc()
+                logger.error("refused %s v%d: %s; still serving %s", model, version, exc,
+                             f"v{current.version}" if current else "nothing")
+                return False
+            self._current[model] = LoadedModel(model, version, estimator, artifact.digest,
+                                               utcnow())
+            LOADS.labels("loaded").inc()
+            logger.info("now serving %s v%d", model, version,
+                        extra={"digest": artifact.digest})
+            return True

@@ -1,0 +1,143 @@
+"""Training runs and the first-training trigger; no Kafka or HTTP types here."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from contracts.events import (
+    DataWindow,
+    Holdout,
+    Lineage,
+    ModelTrained,
+    TrainingReason,
+    TrainingRequested,
+)
+from contracts.http import ModelVersionView
+from services.training.evaluation import profile, score
+from shared.artifacts import ArtifactStore
+from shared.datasets import DatasetStore
+from shared.errors import InvalidInput
+from shared.pipelines import build_pipeline
+from shared.project import Project, ValueType
+
+logger = logging.getLogger(__name__)
+
+
+def code_version() -> str:
+    try:
+        return metadata.version("driftloop")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class NotEnoughData(InvalidInput):
+    template = "window of {model!r} holds {records} records; at least {needed} are needed"
+
+
+class Trainer:
+    """Turns training requests into scored, stored, signed candidate models."""
+
+    def __init__(self, project: Project, datasets: DatasetStore, artifacts: ArtifactStore,
+                 state_dir: Path, min_records: int = 20) -> None:
+        self.project = project
+        self.datasets = datasets
+        self.artifacts = artifacts
+        self.runs_dir = state_dir / "runs"
+        self.initial_dir = state_dir / "initial-requests"
+        self.min_records = min_records
+
+    def completed(self, request_id: str) -> ModelTrained | None:
+        """The run already made for a request, if any (requests run once)."""
+        path = self.runs_dir / f"{_safe(request_id)}.json"
+        return ModelTrained.model_validate_json(path.read_bytes()) if path.exists() else None
+
+    def window_records(self, request: TrainingRequested) -> int:
+        """Records currently in the request's window."""
+        dataset = self.project.model(request.model).dataset
+        available = self.datasets.count_since(dataset, request.window.since)
+        return min(available, request.window.last) if request.window.last else available
+
+    def train(self, request: TrainingRequested, champion: ModelVersionView | None) -> ModelTrained:
+        """Snapshot the window, train, score candidate and champion on one holdout, store."""
+        started = time.perf_counter()
+        spec = self.project.model(request.model)
+        snapshot = self.datasets.snapshot(spec.dataset, request.window.since, request.window.last)
+        records = list(self.datasets.read(snapshot))
+        if len(records) < self.min_records:
+            raise NotEnoughData(model=request.model, records=len(records),
+                                needed=self.min_records)
+        holdout_size = max(1, int(len(records) * spec.training.holdout_fraction))
+        train, holdout = records[:-holdout_size], records[-holdout_size:]
+        steps = [step.model_dump() for step in spec.pipeline]
+        model = build_pipeline(steps)
+        for _ in range(spec.training.passes):
+            for record in train:
+                model.learn_one(record.features, record.label)
+        candidate_metrics = score(model, holdout, spec.task)
+        baseline_metrics = None
+        if champion is not None:
+            baseline_metrics = score(self.artifacts.load_model(champion.artifact), holdout,
+                                     spec.task)
+        # Scored on data it had not seen; now it learns the newest records too, as an online
+        # model would, so what serves knows the most recent regime.
+        for record in holdout:
+            model.learn_one(record.features, record.label)
+        numeric = [name for name, feature in self.project.datasets[spec.dataset].features.items()
+                   if feature.type in (ValueType.FLOAT, ValueType.INT)]
+        event = ModelTrained(
+            run_id=f"run-{uuid.uuid4().hex[:12]}", model=request.model,
+            request_id=request.request_id, metric=spec.policy.metric, metrics=candidate_metrics,
+            holdout=Holdout(snapshot_id=snapshot.snapshot_id, start=len(train),
+                            size=len(holdout)),
+            baseline_version=champion.version if champion else None,
+            baseline_metrics=baseline_metrics,
+            lineage=Lineage(dataset=spec.dataset, snapshot_id=snapshot.snapshot_id,
+                            records=snapshot.records, window=request.window, pipeline=steps,
+                            hyperparameters={"passes": spec.training.passes,
+                                             "holdout_fraction": spec.training.holdout_fraction},
+                            seed=spec.training.seed, code_version=code_version()),
+            artifact=self.artifacts.save_model(model),
+            reference_profile=profile(train, numeric),
+            duration_seconds=time.perf_counter() - started)
+        self._remember(request.request_id, event)
+        logger.info("trained %s on %d records: %s", request.model, len(records),
+                    _fmt(candidate_metrics), extra={"run_id": event.run_id,
+                                                    "snapshot_id": snapshot.snapshot_id})
+        return event
+
+    def _remember(self, request_id: str, event: ModelTrained) -> None:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        target = self.runs_dir / f"{_safe(request_id)}.json"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(event.model_dump_json(), encoding="utf-8")
+        tmp.replace(target)
+
+    def initial_requests(self, dataset: str, records_seen: int) -> list[TrainingRequested]:
+        """First-training requests due now that `records_seen` records of `dataset` exist."""
+        due = []
+        for name in self.project.models_of(dataset):
+            threshold = self.project.models[name].policy.initial_training_records
+            if records_seen >= threshold and not (self.initial_dir / _safe(name)).exists():
+                due.append(TrainingRequested(
+                    request_id=f"initial-{name}", model=name, reason=TrainingReason.INITIAL_DATA,
+                    window=DataWindow(min_records=threshold),
+                    evidence={"validated_records": records_seen, "threshold": threshold},
+                    requested_by="training"))
+        return due
+
+    def mark_requested(self, model: str) -> None:
+        self.initial_dir.mkdir(parents=True, exist_ok=True)
+        (self.initial_dir / _safe(model)).touch()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _fmt(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in values.items())
