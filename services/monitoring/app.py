@@ -1,0 +1,49 @@
+"""The monitoring service's app: health, metrics and recent alerts; one consumer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+
+from contracts.events import AlertRaised
+from contracts.topics import Topic
+from services.monitoring.consumers import load_champions, monitor_handler
+from services.monitoring.handlers import Monitor
+from services.monitoring.settings import MonitoringSettings
+from shared.consumer import Consumer
+from shared.project import load_project
+from shared.service import Runtime, build_app
+
+
+def create_app(settings: MonitoringSettings) -> FastAPI:
+    monitor = Monitor(load_project(settings.config))
+
+    async def on_start(runtime: Runtime) -> None:
+        consumer = Consumer(runtime.bus, settings.group_id,
+                            [Topic.PREDICTIONS, Topic.DATA_VALIDATED, Topic.MODELS_LIFECYCLE],
+                            monitor_handler(runtime.bus, monitor), max_records=1000)
+        runtime.spawn("monitor", consumer.run)
+
+        async def bootstrap(stopping: asyncio.Event) -> None:
+            await load_champions(monitor, settings.registry_url, stopping)
+
+        runtime.spawn("load-champions", bootstrap)
+        runtime.checks["consumer_assigned"] = consumer.assigned.is_set
+
+    app, _ = build_app("monitoring", settings, on_start, title="driftloop monitoring")
+
+    @app.get("/v1/alerts", tags=["monitoring"])
+    async def alerts() -> list[AlertRaised]:
+        """The most recent alerts this instance raised or resolved, oldest first."""
+        return list(monitor.alerts)
+
+    @app.get("/v1/status", tags=["monitoring"])
+    async def status() -> dict[str, object]:
+        """Per model: version watched, labeled samples, error rate, firing alerts."""
+        return {name: {"version": w.concept.version, "labeled": w.concept.samples,
+                       "error_rate": w.concept.error_rate, "firing": sorted(w.firing),
+                       "retrain_in_flight": w.retrain_in_flight}
+                for name, w in monitor.watches.items()} | {"pending_joins": monitor.join.pending()}
+
+    return app

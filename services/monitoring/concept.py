@@ -1,0 +1,68 @@
+"""Concept drift: a River detector on the 0/1 error stream of the serving version."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.pipelines import build_detector
+from shared.project import ConceptDriftMonitor
+
+
+@dataclass(frozen=True, slots=True)
+class DriftSignal:
+    """The detector fired and the error rate rose."""
+
+    version: int
+    baseline_error: float
+    recent_error: float
+    samples: int
+    change_width: int
+    since: datetime
+
+
+class ConceptWatch:
+    """Error statistics and detector of one model's current version."""
+
+    def __init__(self, spec: ConceptDriftMonitor) -> None:
+        self.spec = spec
+        self.version: int | None = None
+        self.reset(None)
+
+    def reset(self, version: int | None) -> None:
+        """Start over for a new version (its errors are a new stream)."""
+        self.version = version
+        self.detector: Any = build_detector(self.spec.detector, self.spec.params)
+        self.samples = 0
+        self.errors = 0
+        self.baseline_error: float | None = None
+        self.recent: deque[int] = deque(maxlen=self.spec.min_samples)
+        self.times: deque[datetime] = deque(maxlen=20_000)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.samples if self.samples else 0.0
+
+    def update(self, error: bool, at: datetime) -> DriftSignal | None:
+        """Feed one labeled prediction; a signal only when the detector fires on a rise.
+
+        ADWIN also fires when the error falls; that is good news, not drift.
+        """
+        self.samples += 1
+        self.errors += int(error)
+        self.recent.append(int(error))
+        self.times.append(at)
+        self.detector.update(int(error))
+        if self.samples == self.spec.min_samples:
+            self.baseline_error = self.error_rate
+        if not self.detector.drift_detected or self.baseline_error is None:
+            return None
+        recent = sum(self.recent) / len(self.recent)
+        if recent < self.baseline_error + self.spec.min_error_increase:
+            return None
+        width = int(getattr(self.detector, "width", len(self.times)) or len(self.times))
+        since = self.times[-min(width, len(self.times))]
+        assert self.version is not None
+        return DriftSignal(self.version, self.baseline_error, recent, self.samples, width, since)

@@ -1,0 +1,221 @@
+"""What monitoring decides: alerts to raise or resolve, retrains to request.
+
+No Kafka or HTTP types: each method returns the events to publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from contracts.base import utcnow
+from contracts.events import (
+    AlertRaised,
+    AlertStatus,
+    BinnedDistribution,
+    DataWindow,
+    LifecycleAction,
+    ModelLifecycleChanged,
+    PredictionMade,
+    RecordValidated,
+    Severity,
+    TrainingReason,
+    TrainingRequested,
+)
+from services.monitoring.concept import ConceptWatch, DriftSignal
+from services.monitoring.data_drift import DataDriftWatch
+from services.monitoring.join import LabelJoin
+from shared.project import ModelSpec, Project
+
+logger = logging.getLogger(__name__)
+
+Action = AlertRaised | TrainingRequested
+
+
+@dataclass
+class FiringAlert:
+    alert: AlertRaised
+    baseline_error: float = 0.0
+    error_at_fire: float = 0.0
+
+
+@dataclass
+class ModelWatch:
+    """Everything monitoring tracks for one model."""
+
+    name: str
+    spec: ModelSpec
+    concept: ConceptWatch
+    data: DataDriftWatch
+    firing: dict[str, FiringAlert] = field(default_factory=dict)
+    retrain_in_flight: str | None = None
+    last_retrain_at: float = float("-inf")
+
+
+class Monitor:
+    """Joins, detects, alerts and requests retrains for every model of the project."""
+
+    def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic) -> None:
+        self.project = project
+        self.clock = clock
+        self.watches = {name: ModelWatch(name, spec, ConceptWatch(spec.monitor.concept),
+                                         DataDriftWatch(spec.monitor.data))
+                        for name, spec in project.models.items()}
+        biggest = max((s.monitor.max_pending_predictions for s in project.models.values()),
+                      default=1)
+        ttl = max((s.monitor.label_ttl_seconds for s in project.models.values()), default=1.0)
+        self.join = LabelJoin(biggest, ttl, clock)
+        self.alerts: list[AlertRaised] = []
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def on_champion(self, model: str, version: int,
+                    reference: Mapping[str, BinnedDistribution]) -> list[Action]:
+        """A version started serving: new error stream, new data reference."""
+        watch = self.watches.get(model)
+        if watch is None or watch.concept.version == version:
+            return []
+        watch.concept.reset(version)
+        watch.data.set_reference(reference)
+        return []
+
+    def on_lifecycle(self, event: ModelLifecycleChanged) -> list[Action]:
+        watch = self.watches.get(event.model)
+        if watch is None:
+            return []
+        if event.action in (LifecycleAction.PROMOTED, LifecycleAction.REJECTED):
+            watch.retrain_in_flight = None
+        if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.ROLLED_BACK)
+                and event.champion_version == event.version):
+            return self.on_champion(event.model, event.version, event.reference_profile)
+        return []
+
+    def on_prediction(self, event: PredictionMade) -> list[Action]:
+        watch = self.watches.get(event.model)
+        if watch is None:
+            return []
+        actions: list[Action] = []
+        scores = watch.data.update(event.features)
+        if scores:
+            actions += self._data_drift(watch, scores)
+        label = self.join.prediction(event)
+        if label is not None:
+            actions += self._labeled(watch, event, label)
+        return actions
+
+    def on_label(self, record: RecordValidated) -> list[Action]:
+        if record.prediction_id is None:
+            return []
+        prediction = self.join.label(record)
+        if prediction is None or prediction.model not in self.watches:
+            return []
+        return self._labeled(self.watches[prediction.model], prediction, record)
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def _labeled(self, watch: ModelWatch, prediction: PredictionMade,
+                 label: RecordValidated) -> list[Action]:
+        if prediction.version != watch.concept.version or watch.spec.task != "classification":
+            return []
+        signal = watch.concept.update(prediction.prediction != label.label, label.ingested_at)
+        actions: list[Action] = []
+        if signal is not None:
+            actions += self._concept_drift(watch, signal)
+        actions += self._maybe_resolve(watch)
+        return actions
+
+    def _concept_drift(self, watch: ModelWatch, signal: DriftSignal) -> list[Action]:
+        actions: list[Action] = []
+        alert = watch.firing.get("concept_drift")
+        if alert is None:
+            raised = AlertRaised(
+                alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
+                severity=Severity.CRITICAL, kind="concept_drift", model=watch.name,
+                summary=(f"{watch.name} v{signal.version} error rate rose from "
+                         f"{signal.baseline_error:.2f} to {signal.recent_error:.2f}"),
+                evidence={"version": signal.version, "baseline_error": signal.baseline_error,
+                          "recent_error": signal.recent_error, "samples": signal.samples,
+                          "detector": watch.spec.monitor.concept.detector,
+                          "change_width": signal.change_width,
+                          "drift_since": signal.since.isoformat()},
+                runbook=("A retrain on post-drift data was requested; follow models.lifecycle. "
+                         "If the candidate is rejected, inspect the data and the registry's "
+                         "audit log."))
+            watch.firing["concept_drift"] = FiringAlert(raised, signal.baseline_error,
+                                                        signal.recent_error)
+            actions.append(self._remember(raised))
+            alert = watch.firing["concept_drift"]
+        policy = watch.spec.policy
+        now = self.clock()
+        if (policy.retrain_on_drift and watch.retrain_in_flight is None
+                and now - watch.last_retrain_at >= policy.retrain_cooldown_seconds):
+            request = TrainingRequested(
+                request_id=f"drift-{uuid.uuid4().hex[:12]}", model=watch.name,
+                reason=TrainingReason.DRIFT,
+                window=DataWindow(since=signal.since, last=policy.retrain_max_records,
+                                  min_records=policy.retrain_min_records),
+                evidence={"alert_id": alert.alert.alert_id, "version": signal.version,
+                          "baseline_error": signal.baseline_error,
+                          "recent_error": signal.recent_error},
+                requested_by="monitoring")
+            watch.retrain_in_flight = request.request_id
+            watch.last_retrain_at = now
+            actions.append(request)
+        return actions
+
+    def _maybe_resolve(self, watch: ModelWatch) -> list[Action]:
+        firing = watch.firing.get("concept_drift")
+        concept = watch.concept
+        if (firing is None or concept.version is None
+                or concept.version <= int(firing.alert.evidence["version"])
+                or concept.samples < watch.spec.monitor.recovery_samples):
+            return []
+        now_error = concept.error_rate
+        normal = firing.baseline_error + watch.spec.monitor.concept.min_error_increase
+        halfway = firing.baseline_error + (firing.error_at_fire - firing.baseline_error) / 2
+        if now_error > max(normal, halfway):
+            return []
+        del watch.firing["concept_drift"]
+        resolved = firing.alert.model_copy(update={
+            "status": AlertStatus.RESOLVED, "at": utcnow(),
+            "summary": (f"{watch.name} v{concept.version} error rate {now_error:.2f} "
+                        f"(was {firing.error_at_fire:.2f} when the alert fired)"),
+            "evidence": {**firing.alert.evidence, "resolved_by_version": concept.version,
+                         "error_after": now_error, "samples_after": concept.samples}})
+        return [self._remember(resolved)]
+
+    def _data_drift(self, watch: ModelWatch, scores: dict[str, float]) -> list[Action]:
+        threshold = watch.spec.monitor.data.psi_threshold
+        actions: list[Action] = []
+        for feature, value in scores.items():
+            key = f"data_drift:{feature}"
+            firing = watch.firing.get(key)
+            if firing is None and value > threshold:
+                raised = AlertRaised(
+                    alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
+                    severity=Severity.WARNING, kind="data_drift", model=watch.name,
+                    summary=(f"input {feature!r} of {watch.name} drifted from its training "
+                             f"distribution (PSI {value:.2f} > {threshold:g})"),
+                    evidence={"feature": feature, "psi": value, "threshold": threshold,
+                              "window": watch.spec.monitor.data.window,
+                              "version": watch.concept.version},
+                    runbook=("Inputs changed; the model may still be right. Check upstream "
+                             "data; retraining happens only if errors rise."))
+                watch.firing[key] = FiringAlert(raised)
+                actions.append(self._remember(raised))
+            elif firing is not None and value < threshold / 2:
+                del watch.firing[key]
+                actions.append(self._remember(firing.alert.model_copy(update={
+                    "status": AlertStatus.RESOLVED, "at": utcnow(),
+                    "evidence": {**firing.alert.evidence, "psi_now": value}})))
+        return actions
+
+    def _remember(self, alert: AlertRaised) -> AlertRaised:
+        self.alerts.append(alert)
+        del self.alerts[:-1000]
+        logger.warning("alert %s %s: %s", alert.status.value, alert.kind, alert.summary,
+                       extra={"alert_id": alert.alert_id})
+        return alert
