@@ -1,0 +1,50 @@
+"""Small aiokafka helpers for the CLI and the demo: produce records, follow topics."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from contracts.base import Contract
+from contracts.topics import Topic
+from shared.envelope import build_headers
+
+
+@asynccontextmanager
+async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+async def send_all(client: AIOKafkaProducer, topic: str, events: Iterable[tuple[str, Contract]],
+                   source: str = "cli") -> int:
+    """Publish (key, event) pairs and wait until the broker acknowledged every one."""
+    futures = []
+    for key, event in events:
+        futures.append(await client.send(topic, event.model_dump_json().encode(),
+                                         key=key.encode(), headers=build_headers(event, source)))
+    await asyncio.gather(*futures)
+    return len(futures)
+
+
+@asynccontextmanager
+async def follower(bootstrap: str, topics: list[Topic], prefix: str = "",
+                   from_beginning: bool = True) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer in a group of its own that reads every partition of `topics`."""
+    client = AIOKafkaConsumer(*(t.qualified(prefix) for t in topics), bootstrap_servers=bootstrap,
+                              group_id=f"driftloop-cli-{uuid.uuid4().hex[:8]}",
+                              auto_offset_reset="earliest" if from_beginning else "latest",
+                              enable_auto_commit=False)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()

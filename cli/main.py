@@ -1,0 +1,219 @@
+"""The `driftloop` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.settings import CommonSettings
+
+app = typer.Typer(help="driftloop: Kafka-native MLOps that closes the loop on drift.",
+                  no_args_is_help=True)
+alerts_app = typer.Typer(help="Follow alerts.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+SERVICE_NAMES = ("ingestion", "training", "registry", "serving", "monitoring")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+@app.callback()
+def main_options(config: Annotated[Path | None, typer.Option(
+        help="Project file (default: DRIFTLOOP_CONFIG or ./driftloop.toml).")] = None) -> None:
+    if config is not None:
+        os.environ["DRIFTLOOP_CONFIG"] = str(config)
+
+
+@app.command()
+def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_NAMES)}")],
+        ) -> None:
+    """Run one service in the foreground (starts an embedded broker if no cluster is set)."""
+    if service not in SERVICE_NAMES:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {SERVICE_NAMES}")
+    module = importlib.import_module(f"services.{service}.__main__")
+    settings_module = importlib.import_module(f"services.{service}.settings")
+    settings_class = getattr(settings_module, f"{service.capitalize()}Settings")
+    module.run(settings_class())
+
+
+@app.command()
+def up(colour: Annotated[bool, typer.Option(help="Colour the log lines.")] = True) -> None:
+    """Start the broker (embedded unless DRIFTLOOP_KAFKA_BOOTSTRAP is set) and all five
+    services; print where they are; stop everything on Ctrl-C."""
+    from cli.logview import render
+    from cli.platform import Platform
+
+    settings = CommonSettings()
+    lock = threading.Lock()
+
+    def sink(service: str, line: str) -> None:
+        with lock:
+            _out(render(service, line, colour))
+
+    platform = Platform(config=settings.config, data_dir=settings.data_dir,
+                        bootstrap=settings.kafka_bootstrap,
+                        broker_port=settings.embedded_broker_port, sink=sink)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        platform.start()
+        _out("")
+        _out("driftloop is up.")
+        _out(f"  Kafka bootstrap  {platform.bootstrap}"
+             f"{'  (embedded broker, memory only)' if platform.broker else ''}")
+        for name in ("serving", "registry", "ingestion", "training", "monitoring"):
+            _out(f"  {name:<16} {platform.url(name)}   (/docs /metrics /healthz /readyz)")
+        _out("  Try: driftloop produce FILE --dataset loans ; driftloop alerts tail")
+        _out("Press Ctrl-C to stop.")
+        while not stop.is_set():
+            dead = [name for name, ok in platform.alive().items() if not ok]
+            if dead:
+                _out(f"service(s) exited: {', '.join(dead)}; stopping")
+                raise typer.Exit(1)
+            stop.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _out("stopping…")
+        platform.stop()
+        _out("stopped.")
+
+
+@app.command()
+def demo(keep: Annotated[bool, typer.Option(help="Keep the demo's data directory.")] = False,
+         ) -> None:
+    """Start a private platform on free ports and play the loop on a drifting stream."""
+    from cli.demo import Story, StoryConfig, summary
+    from cli.platform import Platform, free_ports
+    from shared.broker import free_port
+
+    settings = CommonSettings()
+    data_dir = Path(tempfile.mkdtemp(prefix="driftloop-demo-"))
+    started = time.monotonic()
+    _out(f"driftloop demo — project {settings.config}, data in {data_dir}")
+    platform = Platform(config=settings.config, data_dir=data_dir, ports=free_ports(),
+                        broker_port=free_port())
+    try:
+        platform.start()
+        _out(f"platform up in {time.monotonic() - started:.1f}s "
+             f"(broker {platform.bootstrap}, serving {platform.url('serving')})")
+        assert platform.bootstrap is not None
+        result = asyncio.run(Story(platform.bootstrap, platform.url("serving"), StoryConfig(),
+                                   _out).play())
+    finally:
+        platform.stop()
+        if not keep:
+            import shutil
+
+            shutil.rmtree(data_dir, ignore_errors=True)
+    _out("")
+    for line in summary(result):
+        _out(line)
+    reason = result.why_not_closed()
+    if reason:
+        _out(f"THE LOOP DID NOT CLOSE: {reason}")
+        raise typer.Exit(1)
+    _out(f"the loop closed in {time.monotonic() - started:.0f}s: drift → alert → retrain → "
+         f"v{result.new_version} promoted and serving.")
+
+
+@app.command()
+def produce(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+            dataset: Annotated[str, typer.Option(help="Dataset the records belong to.")],
+            label_column: Annotated[str, typer.Option(help="CSV column of the label.")] = "label",
+            ) -> None:
+    """Publish a JSONL or CSV file of labeled records to data.labeled."""
+    from cli.kafka_io import producer, send_all
+    from cli.produce import read_records
+    from contracts.topics import Topic
+
+    settings = CommonSettings()
+    bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_broker_port}"
+    records = [(r.record_id, r) for r in read_records(file, dataset, label_column)]
+
+    async def send() -> int:
+        async with producer(bootstrap) as client:
+            return await send_all(client, Topic.DATA_LABELED.qualified(
+                settings.kafka_topic_prefix), records)
+
+    _out(f"published {asyncio.run(send())} records to "
+         f"{Topic.DATA_LABELED.qualified(settings.kafka_topic_prefix)} on {bootstrap}")
+
+
+@app.command()
+def train(model: Annotated[str, typer.Argument(help="Model name from the project file.")],
+          last: Annotated[int | None, typer.Option(help="Train on the newest N records.")] = None,
+          ) -> None:
+    """Request a training run by hand."""
+    from cli.kafka_io import producer, send_all
+    from contracts.events import DataWindow, TrainingReason, TrainingRequested
+    from contracts.topics import Topic
+
+    settings = CommonSettings()
+    bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_broker_port}"
+    request = TrainingRequested(request_id=f"manual-{uuid.uuid4().hex[:12]}", model=model,
+                                reason=TrainingReason.MANUAL, window=DataWindow(last=last),
+                                requested_by=os.environ.get("USER", "cli"))
+
+    async def send() -> None:
+        async with producer(bootstrap) as client:
+            await send_all(client, Topic.TRAINING_REQUESTS.qualified(settings.kafka_topic_prefix),
+                           [(model, request)])
+
+    asyncio.run(send())
+    _out(f"requested {request.request_id}")
+
+
+@alerts_app.command("tail")
+def alerts_tail(from_beginning: Annotated[bool, typer.Option(
+        help="Replay alerts already on the topic.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print raw JSON.")] = False) -> None:
+    """Print alerts as they are published (Ctrl-C to stop)."""
+    from cli.kafka_io import follower
+    from contracts.events import AlertRaised
+    from contracts.topics import Topic
+
+    settings = CommonSettings()
+    bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_broker_port}"
+
+    async def follow() -> None:
+        async with follower(bootstrap, [Topic.ALERTS], settings.kafka_topic_prefix,
+                            from_beginning) as consumer:
+            async for message in consumer:
+                if as_json:
+                    _out(message.value.decode())
+                    continue
+                alert = AlertRaised.model_validate_json(message.value)
+                _out(f"{alert.at.isoformat(timespec='seconds')} {alert.status.value.upper():<8} "
+                     f"{alert.severity.value:<8} {alert.kind:<14} {alert.model}: {alert.summary}")
+
+    try:
+        asyncio.run(follow())
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("export-schemas")
+def export_schemas() -> None:
+    """Regenerate contracts/schemas/*.json from the pydantic contracts."""
+    from contracts.export import main as export
+
+    raise typer.Exit(export())
+
+
+def main() -> None:
+    app()
