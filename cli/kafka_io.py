@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
@@ -38,9 +37,9 @@ async def send_all(client: AIOKafkaProducer, topic: str, events: Iterable[tuple[
 @asynccontextmanager
 async def follower(bootstrap: str, topics: list[Topic], prefix: str = "",
                    from_beginning: bool = True) -> AsyncIterator[AIOKafkaConsumer]:
-    """A consumer in a group of its own that reads every partition of `topics`."""
+    """A consumer outside any group (no rebalance to wait for) reading every partition."""
     client = AIOKafkaConsumer(*(t.qualified(prefix) for t in topics), bootstrap_servers=bootstrap,
-                              group_id=f"driftloop-cli-{uuid.uuid4().hex[:8]}",
+                              group_id=None,
                               auto_offset_reset="earliest" if from_beginning else "latest",
                               enable_auto_commit=False)
     await client.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -101,6 +102,7 @@ def demo(keep: Annotated[bool, typer.Option(help="Keep the demo's data directory
     from cli.platform import Platform, free_ports
     from shared.broker import free_port
 
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its reconnect noise at start
     settings = CommonSettings()
     data_dir = Path(tempfile.mkdtemp(prefix="driftloop-demo-"))
     started = time.monotonic()

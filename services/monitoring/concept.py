@@ -39,7 +39,7 @@ class ConceptWatch:
         self.errors = 0
         self.baseline_error: float | None = None
         self.recent: deque[int] = deque(maxlen=self.spec.min_samples)
-        self.times: deque[datetime] = deque(maxlen=20_000)
+        self.history: deque[tuple[int, datetime]] = deque(maxlen=5_000)
 
     @property
     def error_rate(self) -> float:
@@ -53,7 +53,7 @@ class ConceptWatch:
         self.samples += 1
         self.errors += int(error)
         self.recent.append(int(error))
-        self.times.append(at)
+        self.history.append((int(error), at))
         self.detector.update(int(error))
         if self.samples == self.spec.min_samples:
             self.baseline_error = self.error_rate
@@ -62,7 +62,28 @@ class ConceptWatch:
         recent = sum(self.recent) / len(self.recent)
         if recent < self.baseline_error + self.spec.min_error_increase:
             return None
-        width = int(getattr(self.detector, "width", len(self.times)) or len(self.times))
-        since = self.times[-min(width, len(self.times))]
+        index = change_point([e for e, _ in self.history])
         assert self.version is not None
-        return DriftSignal(self.version, self.baseline_error, recent, self.samples, width, since)
+        return DriftSignal(self.version, self.baseline_error, recent, self.samples,
+                           len(self.history) - index, self.history[index][1])
+
+
+def change_point(errors: list[int], min_segment: int = 10) -> int:
+    """Index where the error rate rose most: argmax of mean(after) − mean(before).
+
+    The detector says *that* the stream changed; this says *where*, so a retrain
+    window starts at the change instead of at a detector's (wider) memory.
+    """
+    n = len(errors)
+    if n < 2 * min_segment:
+        return 0
+    total = sum(errors)
+    best_index, best_rise, before = 0, float("-inf"), 0
+    for index in range(1, n):
+        before += errors[index - 1]
+        if index < min_segment or n - index < min_segment:
+            continue
+        rise = (total - before) / (n - index) - before / index
+        if rise > best_rise:
+            best_index, best_rise = index, rise
+    return best_index

@@ -62,6 +62,7 @@ async def load_champions(monitor: Monitor, registry_url: str, stopping: asyncio.
                 await asyncio.sleep(1.0)
                 break
             if champion is not None and monitor.watches[model].concept.version is None:
-                monitor.on_champion(model, champion.version, champion.reference_profile)
+                monitor.on_champion(model, champion.version, champion.reference_profile,
+                                    champion.metrics)
             pending.discard(model)
 

@@ -51,6 +51,10 @@ class ModelWatch:
     concept: ConceptWatch
     data: DataDriftWatch
     firing: dict[str, FiringAlert] = field(default_factory=dict)
+    expected_error: float | None = None
+    """Error rate the serving version showed on its holdout: what "normal" means for it."""
+    replaced_error: float | None = None
+    """Recent error rate of the version the current one replaced, when it was replaced."""
     retrain_in_flight: str | None = None
     last_retrain_at: float = float("-inf")
 
@@ -72,14 +76,18 @@ class Monitor:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def on_champion(self, model: str, version: int,
-                    reference: Mapping[str, BinnedDistribution]) -> list[Action]:
+    def on_champion(self, model: str, version: int, reference: Mapping[str, BinnedDistribution],
+                    metrics: Mapping[str, float]) -> list[Action]:
         """A version started serving: new error stream, new data reference."""
         watch = self.watches.get(model)
         if watch is None or watch.concept.version == version:
             return []
+        if watch.concept.recent:
+            watch.replaced_error = sum(watch.concept.recent) / len(watch.concept.recent)
         watch.concept.reset(version)
         watch.data.set_reference(reference)
+        accuracy = metrics.get("accuracy")
+        watch.expected_error = None if accuracy is None else 1.0 - accuracy
         return []
 
     def on_lifecycle(self, event: ModelLifecycleChanged) -> list[Action]:
@@ -90,7 +98,8 @@ class Monitor:
             watch.retrain_in_flight = None
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.ROLLED_BACK)
                 and event.champion_version == event.version):
-            return self.on_champion(event.model, event.version, event.reference_profile)
+            return self.on_champion(event.model, event.version, event.reference_profile,
+                                    event.metrics)
         return []
 
     def on_prediction(self, event: PredictionMade) -> list[Action]:
@@ -173,10 +182,14 @@ class Monitor:
                 or concept.version <= int(firing.alert.evidence["version"])
                 or concept.samples < watch.spec.monitor.recovery_samples):
             return []
+        # Back to normal: the new version errs clearly less than the one it replaced did,
+        # and no more than before the drift or than its own holdout promised (a drifted
+        # concept may simply be harder than the old one).
         now_error = concept.error_rate
-        normal = firing.baseline_error + watch.spec.monitor.concept.min_error_increase
-        halfway = firing.baseline_error + (firing.error_at_fire - firing.baseline_error) / 2
-        if now_error > max(normal, halfway):
+        tolerance = watch.spec.monitor.concept.min_error_increase
+        normal = max(firing.baseline_error, watch.expected_error or 0.0)
+        replaced = watch.replaced_error if watch.replaced_error is not None else 1.0
+        if now_error > normal + tolerance or now_error > replaced - tolerance:
             return []
         del watch.firing["concept_drift"]
         resolved = firing.alert.model_copy(update={
