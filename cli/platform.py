@@ -136,6 +136,7 @@ class Platform:
                 time.sleep(0.2)
 
     def alive(self) -> dict[str, bool]:
+        """Whether each started service process is still running."""
         return {name: p.poll() is None for name, p in self.processes.items()}
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -152,6 +153,9 @@ class Platform:
                 process.wait()
         for thread in self._threads:
             thread.join(timeout=2)
+        for process in self.processes.values():
+            if process.stdout is not None:
+                process.stdout.close()
         self.processes.clear()
         if self.broker is not None:
             self.broker.stop()

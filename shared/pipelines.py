@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from river import (
@@ -61,7 +61,7 @@ def _check_params(where: str, params: Mapping[str, Any]) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for name, value in params.items():
         if name == "optimizer" and isinstance(value, Mapping):
-            kind = value.get("name")
+            kind = str(value.get("name"))
             if kind not in OPTIMIZERS:
                 raise ValueError(f"{where}: optimizer {kind!r} is not allowed "
                                  f"(allowed: {', '.join(OPTIMIZERS)})")
@@ -81,7 +81,7 @@ def validate_step(step: Mapping[str, Any]) -> None:
     _check_params(str(name), step.get("params", {}))
 
 
-def build_pipeline(steps: list[Mapping[str, Any]]) -> Any:
+def build_pipeline(steps: Sequence[Mapping[str, Any]]) -> Any:
     """A fresh River estimator or pipeline from its spec."""
     if not steps:
         raise ValueError("a pipeline needs at least one step")

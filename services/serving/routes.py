@@ -51,6 +51,7 @@ def build_router(predictor: Predictor) -> APIRouter:
         """Predict one instance (`features`) or many (`instances`) with the champion."""
         instances, paths, is_batch = _parse(await request.body())
         served, items = predictor.predict(model, instances, paths)
+        body: PredictResponse | BatchPredictResponse
         if is_batch:
             body = BatchPredictResponse(model=model, version=served.version, predictions=items)
         else:

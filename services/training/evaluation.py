@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,8 @@ REGRESSION_METRICS = {"mae": metrics.MAE, "rmse": metrics.RMSE, "r2": metrics.R2
 
 def score(model: Any, holdout: Sequence[RecordValidated], task: str) -> dict[str, float]:
     """Metrics of `model` on `holdout`, predicting each record before seeing its label."""
-    table = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    table: dict[str, Callable[[], Any]] = dict(
+        CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS)
     trackers = {name: factory() for name, factory in table.items()}
     for record in holdout:
         predicted = model.predict_one(record.features)

@@ -1,0 +1,40 @@
+# driftloop — every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install up demo test test-unit test-integration lint schemas clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install driftloop with its dev tools
+
+up: $(STAMP)  ## embedded broker + the five services; Ctrl-C stops everything
+	$(BIN)/driftloop up
+
+demo: $(STAMP)  ## watch the loop close on a drifting stream (private ports, < 3 min)
+	$(BIN)/driftloop demo
+
+test: $(STAMP)  ## every test: unit, then integration against the embedded broker
+	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+lint: $(STAMP)  ## ruff + mypy (strict)
+	$(BIN)/ruff check .
+	$(BIN)/mypy contracts shared services cli
+
+schemas: $(STAMP)  ## regenerate contracts/schemas after changing a contract
+	$(BIN)/python -m contracts.export
+
+clean:
+	rm -rf .driftloop .pytest_cache .mypy_cache .ruff_cache
