@@ -37,6 +37,8 @@ def main_options(config: Annotated[Path | None, typer.Option(
         help="Project file (default: DRIFTLOOP_CONFIG or ./driftloop.toml).")] = None) -> None:
     if config is not None:
         os.environ["DRIFTLOOP_CONFIG"] = str(config)
+    # aiokafka logs each refused connection while a broker starts; the CLI says what matters.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 @app.command()
@@ -69,9 +71,14 @@ def up(colour: Annotated[bool, typer.Option(help="Colour the log lines.")] = Tru
                         bootstrap=settings.kafka_bootstrap,
                         broker_port=settings.embedded_broker_port, sink=sink)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Explicit handlers: a shell that starts us in the background ignores SIGINT, and
+    # Python would then never raise KeyboardInterrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         platform.start()
+        if stop.is_set():
+            return
         _out("")
         _out("driftloop is up.")
         _out(f"  Kafka bootstrap  {platform.bootstrap}"
@@ -102,7 +109,6 @@ def demo(keep: Annotated[bool, typer.Option(help="Keep the demo's data directory
     from cli.platform import Platform, free_ports
     from shared.broker import free_port
 
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its reconnect noise at start
     settings = CommonSettings()
     data_dir = Path(tempfile.mkdtemp(prefix="driftloop-demo-"))
     started = time.monotonic()

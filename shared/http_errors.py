@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 
 from contracts.http import ErrorDetail
 from shared.errors import (
@@ -33,22 +36,28 @@ def status_for(exc: DriftloopError) -> int:
     return next(code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind))
 
 
+def json_response(content: Any, status: int = 200) -> Response:
+    """A JSON response serialised by orjson (the hot path's encoder; FastAPI deprecated its
+    ORJSONResponse class)."""
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
 def error_response(status: int, error: str, detail: str,
-                   fields: list[tuple[str, str]] | None = None) -> ORJSONResponse:
+                   fields: list[tuple[str, str]] | None = None) -> Response:
     body = ErrorDetail(error=error, detail=detail,
                        fields=[{"field": f, "message": m} for f, m in fields or []])
-    return ORJSONResponse(body.model_dump(), status_code=status)
+    return json_response(body.model_dump(), status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Map driftloop errors and request validation errors to ErrorDetail bodies."""
 
-    async def on_driftloop_error(request: Request, exc: Exception) -> ORJSONResponse:
+    async def on_driftloop_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DriftloopError)
         fields = exc.errors if isinstance(exc, InvalidInput) else None
         return error_response(status_for(exc), type(exc).__name__, str(exc), fields)
 
-    async def on_validation_error(request: Request, exc: Exception) -> ORJSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         fields = [(".".join(str(p) for p in e["loc"] if p != "body"), str(e["msg"]))
                   for e in exc.errors()]

@@ -11,7 +11,8 @@ import orjson
 
 from shared.tracing import event_id_var, trace_id_var
 
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message"}  # uvicorn adds an ANSI copy of its message
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,6 +54,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # aiokafka logs every reconnect attempt at ERROR while a broker restarts; our own
     # retry logs say what matters.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

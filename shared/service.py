@@ -16,13 +16,12 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Response
-from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.broker import EmbeddedBroker
 from shared.bus import Bus
-from shared.http_errors import install_error_handlers
+from shared.http_errors import install_error_handlers, json_response
 from shared.logs import configure_logging
 from shared.settings import CommonSettings
 from shared.tracing import new_trace_id, parse_traceparent, trace_id_var
@@ -123,8 +122,7 @@ def build_app(name: str, settings: CommonSettings,
             await runtime.bus.stop()
             logger.info("%s stopped", name)
 
-    app = FastAPI(title=title or f"driftloop {name}", lifespan=lifespan,
-                  default_response_class=ORJSONResponse)
+    app = FastAPI(title=title or f"driftloop {name}", lifespan=lifespan)
     app.add_middleware(TraceMiddleware)
     install_error_handlers(app)
 
@@ -134,10 +132,10 @@ def build_app(name: str, settings: CommonSettings,
         return {"status": "ok", "service": name}
 
     @app.get("/readyz", tags=["ops"])
-    async def readyz() -> ORJSONResponse:
+    async def readyz() -> Response:
         """Readiness: connected, workers started, and the service's own checks pass."""
         ok, checks = runtime.is_ready()
-        return ORJSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:

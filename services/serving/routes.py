@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from contracts.http import (
@@ -17,6 +17,7 @@ from contracts.http import (
 )
 from services.serving.handlers import Predictor
 from shared.errors import InvalidFeatures
+from shared.http_errors import json_response
 from shared.records import describe
 from shared.validation import field_errors
 
@@ -47,7 +48,7 @@ def build_router(predictor: Predictor) -> APIRouter:
                  openapi_extra={"requestBody": {"content": {"application/json": {"schema": {
                      "oneOf": [PredictRequest.model_json_schema(),
                                BatchPredictRequest.model_json_schema()]}}}, "required": True}})
-    async def predict(model: str, request: Request) -> ORJSONResponse:
+    async def predict(model: str, request: Request) -> Response:
         """Predict one instance (`features`) or many (`instances`) with the champion."""
         instances, paths, is_batch = _parse(await request.body())
         served, items = predictor.predict(model, instances, paths)
@@ -59,7 +60,7 @@ def build_router(predictor: Predictor) -> APIRouter:
             body = PredictResponse(model=model, version=served.version,
                                    prediction=item.prediction, probabilities=item.probabilities,
                                    prediction_id=item.prediction_id)
-        return ORJSONResponse(body.model_dump())
+        return json_response(body.model_dump())
 
     @router.get("/models")
     async def loaded() -> list[dict[str, Any]]:
