@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from shared.broker import EmbeddedBroker, free_port
+from shared.processes import terminate
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +147,7 @@ class Platform:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for process in self.processes.values():
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, max(0.1, deadline - time.monotonic()))
         for thread in self._threads:
             thread.join(timeout=2)
         for process in self.processes.values():

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 from contracts.events import ArtifactRef
 from shared.errors import ArtifactIntegrityError, ArtifactNotFound
+from shared.files import atomic_write
 
 
 class ArtifactStore:
@@ -36,13 +36,7 @@ class ArtifactStore:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if not target.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
-            with tmp.open("wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
+            atomic_write(target, data)
         return ArtifactRef(digest=digest, signature=self.sign(digest), size_bytes=len(data))
 
     def save_model(self, model: Any) -> ArtifactRef:

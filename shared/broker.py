@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from shared.errors import BrokerPortInUse, DependencyUnavailable
+from shared.processes import terminate
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +102,8 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the broker process (SIGTERM, then SIGKILL) and wait for it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, timeout)
         self.process = None
         if self._log is not None:
             self._log.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from contracts.events import RecordValidated
 from shared.errors import SnapshotNotFound
+from shared.files import atomic_write
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +43,6 @@ class Snapshot:
     dataset: str
     slices: tuple[tuple[str, int, int], ...]
     records: int
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
 
 
 class DatasetStore:
@@ -95,7 +87,7 @@ class DatasetStore:
         digest = hashlib.sha256(body).hexdigest()
         segment_path = directory / "segments" / f"{digest}.jsonl"
         if not segment_path.exists():
-            _fsync_write(segment_path, body)
+            atomic_write(segment_path, body)
         segment = Segment(digest, len(records), records[0].sequence, ingested_at)
         line = json.dumps({"digest": digest, "count": segment.count,
                            "first_sequence": segment.first_sequence,
@@ -133,8 +125,7 @@ class DatasetStore:
         snapshot_id = hashlib.sha256(manifest).hexdigest()
         path = self._dir(dataset) / "snapshots" / f"{snapshot_id}.json"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_write(path, manifest)
+            atomic_write(path, manifest)
         return Snapshot(snapshot_id, dataset, tuple(slices), records)
 
     def open_snapshot(self, dataset: str, snapshot_id: str) -> Snapshot:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+
 import httpx
 
 from contracts.http import ModelVersionView
 from shared.errors import DependencyUnavailable
 from shared.tracing import current_traceparent
+
+logger = logging.getLogger(__name__)
 
 
 async def fetch_champion(registry_url: str, model: str,
@@ -25,3 +31,22 @@ async def fetch_champion(registry_url: str, model: str,
                                     detail=f"{url} answered {response.status_code}: "
                                            f"{response.text[:200]}")
     return ModelVersionView.model_validate_json(response.content)
+
+
+async def fetch_champions_when_reachable(
+        registry_url: str, models: Iterable[str], stopping: asyncio.Event,
+        retry_seconds: float = 1.0) -> AsyncIterator[tuple[str, ModelVersionView | None]]:
+    """Each model's champion (or None), retrying while the registry is unreachable, until
+    every model has been answered or `stopping` is set. Used at start-up by the services
+    that must know what serves."""
+    pending = sorted(set(models))
+    while pending and not stopping.is_set():
+        model = pending[0]
+        try:
+            champion = await fetch_champion(registry_url, model)
+        except DependencyUnavailable as exc:
+            logger.warning("cannot ask the registry for %s yet: %s", model, exc)
+            await asyncio.sleep(retry_seconds)
+            continue
+        pending.pop(0)
+        yield model, champion

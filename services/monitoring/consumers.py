@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from contracts.events import (
     AlertRaised,
@@ -15,10 +14,7 @@ from contracts.topics import Topic
 from services.monitoring.handlers import Action, Monitor
 from shared.bus import Bus
 from shared.consumer import BatchHandler, Delivery, Rejection
-from shared.errors import DependencyUnavailable
-from shared.registry_client import fetch_champion
-
-logger = logging.getLogger(__name__)
+from shared.registry_client import fetch_champions_when_reachable
 
 
 async def publish_actions(bus: Bus, actions: list[Action]) -> None:
@@ -52,17 +48,8 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
 
 async def load_champions(monitor: Monitor, registry_url: str, stopping: asyncio.Event) -> None:
     """At start-up, learn which version serves each model and its data reference."""
-    pending = set(monitor.watches)
-    while pending and not stopping.is_set():
-        for model in sorted(pending):
-            try:
-                champion = await fetch_champion(registry_url, model)
-            except DependencyUnavailable as exc:
-                logger.warning("cannot ask the registry for %s yet: %s", model, exc)
-                await asyncio.sleep(1.0)
-                break
-            if champion is not None and monitor.watches[model].concept.version is None:
-                monitor.on_champion(model, champion.version, champion.reference_profile,
-                                    champion.metrics)
-            pending.discard(model)
-
+    async for model, champion in fetch_champions_when_reachable(registry_url, monitor.watches,
+                                                                stopping):
+        if champion is not None and monitor.watches[model].concept.version is None:
+            monitor.on_champion(model, champion.version, champion.reference_profile,
+                                champion.metrics)

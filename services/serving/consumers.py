@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import cast
 
 from contracts.events import LifecycleAction, ModelLifecycleChanged
 from services.serving.models import ModelManager
 from shared.consumer import Consumer, Delivery, EventHandler
-from shared.errors import DependencyUnavailable
 from shared.project import Project
-from shared.registry_client import fetch_champion
-
-logger = logging.getLogger(__name__)
+from shared.registry_client import fetch_champions_when_reachable
 
 
 def lifecycle_handler(models: ModelManager) -> EventHandler:
@@ -33,15 +29,7 @@ async def load_champions(project: Project, models: ModelManager, registry_url: s
     Models that a lifecycle event already loaded are left alone (that event is newer).
     """
     await lifecycle.assigned.wait()
-    pending = set(project.models)
-    while pending and not stopping.is_set():
-        for model in sorted(pending):
-            try:
-                champion = await fetch_champion(registry_url, model)
-            except DependencyUnavailable as exc:
-                logger.warning("cannot ask the registry for %s yet: %s", model, exc)
-                await asyncio.sleep(1.0)
-                break
-            if champion is not None and not models.has(model):
-                await models.load(model, champion.version, champion.artifact)
-            pending.discard(model)
+    async for model, champion in fetch_champions_when_reachable(registry_url, project.models,
+                                                                stopping):
+        if champion is not None and not models.has(model):
+            await models.load(model, champion.version, champion.artifact)

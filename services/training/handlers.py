@@ -22,6 +22,7 @@ from services.training.evaluation import profile, score
 from shared.artifacts import ArtifactStore
 from shared.datasets import DatasetStore
 from shared.errors import InvalidInput
+from shared.files import atomic_write
 from shared.pipelines import build_pipeline
 from shared.project import Project, ValueType
 
@@ -111,11 +112,7 @@ class Trainer:
         return event
 
     def _remember(self, request_id: str, event: ModelTrained) -> None:
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        target = self.runs_dir / f"{_safe(request_id)}.json"
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(event.model_dump_json(), encoding="utf-8")
-        tmp.replace(target)
+        atomic_write(self.runs_dir / f"{_safe(request_id)}.json", event.model_dump_json().encode())
 
     def initial_requests(self, dataset: str, records_seen: int) -> list[TrainingRequested]:
         """First-training requests due now that `records_seen` records of `dataset` exist."""
