@@ -136,6 +136,15 @@ class Platform:
                                        + details)
                 time.sleep(0.2)
 
+    def restart_broker(self, down_seconds: float = 2.0) -> None:
+        """Stop the embedded broker (losing every message) and start it on the same port:
+        the fault services must ride out."""
+        if self.broker is None:
+            raise RuntimeError("only an embedded broker can be restarted")
+        self.broker.stop()
+        time.sleep(down_seconds)
+        self.broker.start()
+
     def alive(self) -> dict[str, bool]:
         """Whether each started service process is still running."""
         return {name: p.poll() is None for name, p in self.processes.items()}

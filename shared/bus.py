@@ -35,6 +35,9 @@ class Bus:
         self.source = source
         self.connect_timeout = connect_timeout
         self._producer: AIOKafkaProducer | None = None
+        self.epoch = 0
+        """Bumped when topics had to be re-created (the broker lost its state): consumers
+        started in an older epoch restart, since their group and partitions are gone."""
 
     def topic(self, topic: Topic) -> str:
         """The broker-side name of a topic."""
@@ -59,8 +62,8 @@ class Bus:
             await self._producer.stop()
             self._producer = None
 
-    async def ensure_topics(self) -> None:
-        """Create every catalogue topic that does not exist yet (idempotent)."""
+    async def ensure_topics(self) -> list[str]:
+        """Create every catalogue topic that does not exist yet; returns the names created."""
         admin = AIOKafkaAdminClient(bootstrap_servers=require_bootstrap(self.settings),
                                     **self.settings.kafka_client_options())
         await _retry_start(admin.start, self.connect_timeout, "admin client")
@@ -77,8 +80,27 @@ class Bus:
                     if code not in (0, _TOPIC_EXISTS):
                         raise DependencyUnavailable(dependency="kafka",
                                                     detail=f"creating {name}: {message}")
+            return [topic.name for topic in missing]
         finally:
             await admin.close()
+
+    async def guard_topics(self, stopping: asyncio.Event, interval: float = 5.0) -> None:
+        """Every `interval`, re-create topics a restarted broker lost and bump the epoch."""
+        while not stopping.is_set():
+            try:
+                await asyncio.wait_for(stopping.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                created = await asyncio.wait_for(self.ensure_topics(), interval * 2)
+            except (KafkaError, DependencyUnavailable, TimeoutError) as exc:
+                logger.warning("cannot check topics (%s); will retry", exc)
+                continue
+            if created:
+                self.epoch += 1
+                logger.warning("the broker had lost %d topics (restarted?); re-created them, "
+                               "consumers rejoin", len(created), extra={"topics": created})
 
     @property
     def producer(self) -> AIOKafkaProducer:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from contracts.base import Contract
@@ -34,6 +35,10 @@ from shared.tracing import event_id_var, trace_id_var
 from shared.validation import field_errors
 
 logger = logging.getLogger(__name__)
+
+
+class ConsumerReset(Exception):
+    """The consumer must be rebuilt (its group or partitions no longer exist)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,8 @@ class Consumer:
 
     def __init__(self, bus: Bus, group_id: str | None, topics: list[Topic],
                  handler: BatchHandler, *, from_beginning: bool = True,
-                 max_records: int = 500, max_attempts: int = 5, dedup_size: int = 100_000):
+                 max_records: int = 500, max_attempts: int = 5, dedup_size: int = 100_000,
+                 commit_timeout: float = 15.0):
         self.bus = bus
         self.group_id = group_id
         self.topics = topics
@@ -89,6 +95,7 @@ class Consumer:
         self.from_beginning = from_beginning
         self.max_records = max_records
         self.max_attempts = max_attempts
+        self.commit_timeout = commit_timeout
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._dedup_size = dedup_size
         self._by_name = {bus.topic(t): t for t in topics}
@@ -96,7 +103,13 @@ class Consumer:
         self.assigned = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Consume until `stopping` is set; then commit what was handled and leave the group."""
+        """Consume until `stopping` is set; then commit what was handled and leave the group.
+
+        Raises `ConsumerReset` when the broker lost its state (the bus epoch moved) or a
+        commit cannot complete; the runtime then starts a fresh consumer, and what was
+        handled but not committed is delivered again (at-least-once).
+        """
+        epoch = self.bus.epoch
         consumer = AIOKafkaConsumer(
             *self._by_name,
             bootstrap_servers=self.bus.settings.kafka_bootstrap,
@@ -110,15 +123,25 @@ class Consumer:
         self._consumer = consumer
         try:
             while not stopping.is_set():
+                if self.bus.epoch != epoch:
+                    raise ConsumerReset("the broker lost its topics and groups")
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if consumer.assignment():
                     self.assigned.set()
                 for tp, records in batches.items():
                     await self._handle_partition_batch(tp, records)
                     if self.group_id is not None:
-                        await consumer.commit({tp: records[-1].offset + 1})
+                        await self._commit(consumer, tp, records[-1].offset + 1)
         finally:
             await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        # aiokafka retries a commit to a partition the broker no longer knows forever.
+        try:
+            await asyncio.wait_for(consumer.commit({tp: offset}), self.commit_timeout)
+        except (TimeoutError, KafkaError) as exc:
+            raise ConsumerReset(f"commit of {tp.topic}[{tp.partition}]@{offset} failed: "
+                                f"{exc!r}") from exc
 
     async def _handle_partition_batch(self, tp: TopicPartition,
                                       records: list[ConsumerRecord]) -> None:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.broker import EmbeddedBroker
 from shared.bus import Bus
+from shared.consumer import ConsumerReset
 from shared.http_errors import install_error_handlers, json_response
 from shared.logs import configure_logging
 from shared.settings import CommonSettings
@@ -55,6 +56,9 @@ class Runtime:
                 return
             except asyncio.CancelledError:
                 raise
+            except ConsumerReset as exc:
+                logger.warning("worker %s restarts: %s", name, exc)
+                await asyncio.sleep(0.5)
             except Exception:
                 logger.exception("worker %s crashed; restarting in %.0fs", name, delay)
                 await asyncio.sleep(delay)
@@ -109,6 +113,7 @@ def build_app(name: str, settings: CommonSettings,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.bus.start()
+        runtime.spawn("topic-guard", runtime.bus.guard_topics)
         await on_start(runtime)
         runtime.ready = True
         logger.info("%s ready", name)
