@@ -92,8 +92,11 @@ class DatasetStore:
         line = json.dumps({"digest": digest, "count": segment.count,
                            "first_sequence": segment.first_sequence,
                            "ingested_at": ingested_at.isoformat()}) + "\n"
-        fd = os.open(directory / "log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(directory / "log.jsonl", os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line  # end a torn line left by a crash, so ours stays whole
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:

@@ -99,13 +99,18 @@ class Registry:
                               previous, actor)
 
     def rollback(self, model: str, reason: str, actor: str) -> list[ModelLifecycleChanged]:
-        """Restore the champion that served before the current one."""
+        """Restore the champion that the current one replaced when it was promoted; repeated
+        rollbacks walk further back through the promotion history."""
         self._declared(model)
         current = self.store.champion_version(model)
         if current is None:
             raise PromotionRefused(model=model, version=0, detail="there is no champion")
-        earlier = [e.version for e in self.store.audit_log(model)
-                   if e.action in ("promoted", "rolled_back") and e.version != current]
+        reigns = [e for e in self.store.audit_log(model)
+                  if e.action in ("promoted", "rolled_back")]
+        promoted_at = max((i for i, e in enumerate(reigns)
+                           if e.version == current and e.action == "promoted"),
+                          default=len(reigns))
+        earlier = [e.version for e in reigns[:promoted_at] if e.version != current]
         if not earlier:
             raise PromotionRefused(model=model, version=current,
                                    detail="no earlier champion to roll back to")

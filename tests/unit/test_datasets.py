@@ -1,0 +1,182 @@
+"""The dataset store (segments, snapshots) and the artifact store (digest, signature)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from shared.artifacts import ArtifactStore
+from shared.datasets import DatasetStore
+from shared.errors import ArtifactIntegrityError, ArtifactNotFound, SnapshotNotFound
+from tests.unit.factories import T0, validated_rows
+
+KEY = b"k" * 32
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DatasetStore:
+    return DatasetStore(tmp_path / "datasets")
+
+
+def fill(store: DatasetStore, sizes: list[int]) -> list[list[str]]:
+    """One segment per size, ingested a minute apart; returns the record ids per segment."""
+    ids, sequence = [], 0
+    for index, size in enumerate(sizes):
+        at = T0 + timedelta(minutes=index)
+        rows = validated_rows(size, first_sequence=sequence, seed=index, ingested_at=at)
+        store.append("loans", rows, at)
+        ids.append([r.record_id for r in rows])
+        sequence += size
+    return ids
+
+
+def ids_of(store: DatasetStore, snapshot_id: str) -> list[str]:
+    return [r.record_id for r in store.read(store.open_snapshot("loans", snapshot_id))]
+
+
+# -- DatasetStore ---------------------------------------------------------------------------
+
+
+def test_append_then_read_returns_exactly_the_records_in_order(store: DatasetStore) -> None:
+    first, second = validated_rows(5), validated_rows(3, first_sequence=5, seed=9)
+    store.append("loans", first, T0)
+    store.append("loans", second, T0 + timedelta(minutes=1))
+    snapshot = store.snapshot("loans")
+    assert snapshot.records == 8
+    assert list(store.read(snapshot)) == first + second
+    assert store.size("loans") == 8
+    assert store.record_ids("loans") == {r.record_id for r in first + second}
+
+
+def test_snapshot_id_is_the_sha256_of_its_manifest(store: DatasetStore,
+                                                   tmp_path: Path) -> None:
+    fill(store, [4, 6])
+    snapshot = store.snapshot("loans")
+    manifest = tmp_path / "datasets" / "loans" / "snapshots" / f"{snapshot.snapshot_id}.json"
+    assert hashlib.sha256(manifest.read_bytes()).hexdigest() == snapshot.snapshot_id
+
+
+def test_same_window_gives_the_same_id(store: DatasetStore) -> None:
+    fill(store, [4, 6])
+    assert store.snapshot("loans", last=5) == store.snapshot("loans", last=5)
+    assert store.snapshot("loans").snapshot_id == store.snapshot("loans").snapshot_id
+    assert store.snapshot("loans", last=5).snapshot_id != store.snapshot("loans").snapshot_id
+
+
+def test_new_data_changes_the_snapshot(store: DatasetStore) -> None:
+    fill(store, [4])
+    before = store.snapshot("loans")
+    store.append("loans", validated_rows(2, first_sequence=4, seed=5), T0 + timedelta(hours=1))
+    after = store.snapshot("loans")
+    assert after.snapshot_id != before.snapshot_id
+    assert ids_of(store, before.snapshot_id) == [r.record_id for r in store.read(before)]
+    assert before.records == 4 and after.records == 6
+
+
+def test_last_trims_to_the_newest_across_segments(store: DatasetStore) -> None:
+    ids = fill(store, [4, 3, 5])
+    snapshot = store.snapshot("loans", last=7)
+    assert snapshot.records == 7
+    assert [r.record_id for r in store.read(snapshot)] == ids[1][-2:] + ids[2]
+    assert store.snapshot("loans", last=100).records == 12
+
+
+def test_since_filters_by_segment_ingestion_time(store: DatasetStore) -> None:
+    ids = fill(store, [4, 3, 5])
+    since = T0 + timedelta(minutes=1)
+    snapshot = store.snapshot("loans", since=since)
+    assert [r.record_id for r in store.read(snapshot)] == ids[1] + ids[2]
+    assert store.count_since("loans", since) == 8
+    assert store.count_since("loans", None) == 12
+    combined = store.snapshot("loans", since=since, last=6)
+    assert [r.record_id for r in store.read(combined)] == ids[1][-1:] + ids[2]
+    assert store.snapshot("loans", since=T0 + timedelta(hours=1)).records == 0
+
+
+def test_open_snapshot_verifies_and_round_trips(store: DatasetStore) -> None:
+    fill(store, [4, 3])
+    made = store.snapshot("loans", last=5)
+    assert store.open_snapshot("loans", made.snapshot_id) == made
+
+
+def test_unknown_snapshot(store: DatasetStore) -> None:
+    fill(store, [2])
+    with pytest.raises(SnapshotNotFound):
+        store.open_snapshot("loans", "0" * 64)
+
+
+def test_tampered_manifest_is_refused(store: DatasetStore, tmp_path: Path) -> None:
+    fill(store, [4, 3])
+    made = store.snapshot("loans", last=5)
+    manifest = tmp_path / "datasets" / "loans" / "snapshots" / f"{made.snapshot_id}.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"records":5', b'"records":6'))
+    with pytest.raises(SnapshotNotFound, match="corrupted"):
+        store.open_snapshot("loans", made.snapshot_id)
+
+
+def test_torn_last_log_line_is_ignored(store: DatasetStore, tmp_path: Path) -> None:
+    ids = fill(store, [4, 3])
+    log = tmp_path / "datasets" / "loans" / "log.jsonl"
+    with log.open("ab") as out:
+        out.write(b'{"digest": "ab12", "cou')  # a writer crashed mid-line
+    assert len(store.segments("loans")) == 2
+    assert store.size("loans") == 7
+    assert [r.record_id for r in store.read(store.snapshot("loans"))] == ids[0] + ids[1]
+
+
+def test_append_after_a_torn_log_line_is_not_lost(store: DatasetStore, tmp_path: Path) -> None:
+    fill(store, [4])
+    log = tmp_path / "datasets" / "loans" / "log.jsonl"
+    with log.open("ab") as out:
+        out.write(b'{"digest": "ab12", "cou')  # a writer crashed mid-line, then restarted
+    later = validated_rows(3, first_sequence=4, seed=11)
+    store.append("loans", later, T0 + timedelta(minutes=5))
+    assert store.size("loans") == 7
+    assert store.record_ids("loans") >= {r.record_id for r in later}
+
+
+# -- ArtifactStore --------------------------------------------------------------------------
+
+
+def test_artifact_round_trip(tmp_path: Path) -> None:
+    artifacts = ArtifactStore(tmp_path / "artifacts", KEY)
+    ref = artifacts.put(b"model bytes")
+    assert ref.digest == hashlib.sha256(b"model bytes").hexdigest()
+    assert ref.size_bytes == len(b"model bytes")
+    assert artifacts.read_verified(ref) == b"model bytes"
+    assert artifacts.put(b"model bytes") == ref  # content-addressed: idempotent
+
+    model = {"weights": [1.0, 2.0], "bias": 0.5}
+    assert artifacts.load_model(artifacts.save_model(model)) == model
+
+
+def test_modified_bytes_are_refused(tmp_path: Path) -> None:
+    artifacts = ArtifactStore(tmp_path / "artifacts", KEY)
+    ref = artifacts.save_model({"weights": [1.0]})
+    artifacts.path(ref.digest).write_bytes(b"not the model")
+    with pytest.raises(ArtifactIntegrityError, match=ref.digest):
+        artifacts.load_model(ref)
+
+
+def test_signature_from_another_key_is_refused(tmp_path: Path) -> None:
+    ref = ArtifactStore(tmp_path / "artifacts", KEY).save_model({"weights": [1.0]})
+    other = ArtifactStore(tmp_path / "artifacts", b"another key")
+    with pytest.raises(ArtifactIntegrityError, match="signature"):
+        other.load_model(ref)
+
+
+def test_forged_signature_is_refused(tmp_path: Path) -> None:
+    artifacts = ArtifactStore(tmp_path / "artifacts", KEY)
+    ref = artifacts.save_model({"weights": [1.0]})
+    forged = ref.model_copy(update={"signature": "ab" * 32})
+    with pytest.raises(ArtifactIntegrityError):
+        artifacts.load_model(forged)
+
+
+def test_missing_artifact(tmp_path: Path) -> None:
+    ref = ArtifactStore(tmp_path / "elsewhere", KEY).put(b"model bytes")
+    with pytest.raises(ArtifactNotFound):
+        ArtifactStore(tmp_path / "artifacts", KEY).read_verified(ref)
