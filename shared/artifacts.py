@@ -42,11 +42,15 @@ class ArtifactStore:
     def save_model(self, model: Any) -> ArtifactRef:
         return self.put(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
 
-    def read_verified(self, ref: ArtifactRef) -> bytes:
-        """The artifact's bytes, only if they match the digest and the signature."""
+    def verify_signature(self, ref: ArtifactRef) -> None:
+        """Raise ArtifactIntegrityError unless the reference was signed with our key."""
         if not hmac.compare_digest(self.sign(ref.digest), ref.signature):
             raise ArtifactIntegrityError(digest=ref.digest,
                                          detail="signature does not match the signing key")
+
+    def read_verified(self, ref: ArtifactRef) -> bytes:
+        """The artifact's bytes, only if they match the digest and the signature."""
+        self.verify_signature(ref)
         try:
             data = self.path(ref.digest).read_bytes()
         except FileNotFoundError:

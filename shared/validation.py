@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+_UNION_MEMBERS = {"float", "int", "str", "bool"}
+"""pydantic names the member of `FeatureValue` (float | int | str | bool) that failed in the
+error location; a person wants the field, once."""
+
 
 def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    """Each error as (dotted field path, message)."""
-    pairs: list[tuple[str, str]] = []
+    """Each error as (dotted field path, message), one per field."""
+    pairs: dict[str, str] = {}
     for error in exc.errors(include_url=False):
-        location = ".".join(str(part) for part in error["loc"])
+        parts = [str(part) for part in error["loc"]]
         message = error["msg"]
         if error["type"] == "json_invalid":
-            location, message = "", f"not valid JSON ({error['ctx'].get('error', message)})"
-        pairs.append((location, message))
-    return pairs
+            parts, message = [], f"not valid JSON ({error['ctx'].get('error', message)})"
+        elif len(parts) > 1 and parts[-1] in _UNION_MEMBERS:
+            parts = parts[:-1]
+            message = f"expected a number, string or boolean, got {error.get('input')!r}"
+        pairs.setdefault(".".join(parts), message)
+    return list(pairs.items())

@@ -13,7 +13,7 @@ from prometheus_client import Counter
 from contracts.base import utcnow
 from contracts.events import ArtifactRef
 from shared.artifacts import ArtifactStore
-from shared.errors import ArtifactIntegrityError, ModelNotReady
+from shared.errors import ArtifactIntegrityError, ArtifactNotFound, ModelNotReady
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +57,14 @@ class ModelManager:
         lock = self._locks.setdefault(model, asyncio.Lock())
         async with lock:
             current = self._current.get(model)
-            if current is not None and current.digest == artifact.digest:
-                return True
             try:
-                estimator = await asyncio.to_thread(self.artifacts.load_model, artifact)
-            except ArtifactIntegrityError as exc:
+                if current is not None and current.digest == artifact.digest:
+                    # Same bytes under another version: re-check the signature, reuse them.
+                    self.artifacts.verify_signature(artifact)
+                    estimator = current.estimator
+                else:
+                    estimator = await asyncio.to_thread(self.artifacts.load_model, artifact)
+            except (ArtifactIntegrityError, ArtifactNotFound) as exc:
                 LOADS.labels("refused").inc()
                 logger.error("refused %s v%d: %s; still serving %s", model, version, exc,
                              f"v{current.version}" if current else "nothing")

@@ -320,6 +320,24 @@ async def test_wrongly_signed_artifact_is_refused_and_v1_keeps_serving(
     assert manager.get(MODEL).version == 1
 
 
+async def test_missing_artifact_file_is_refused_and_v1_keeps_serving(
+        manager: ModelManager, store: ArtifactStore, ref_v2: ArtifactRef) -> None:
+    store.path(ref_v2.digest).unlink()
+    assert await manager.load(MODEL, 2, ref_v2) is False
+    assert manager.get(MODEL).version == 1
+
+
+async def test_the_same_bytes_under_a_new_version_report_the_new_version(
+        manager: ModelManager, store: ArtifactStore) -> None:
+    same = manager.get(MODEL)
+    ref = ArtifactRef(digest=same.digest, signature=store.sign(same.digest), size_bytes=1)
+    assert await manager.load(MODEL, 3, ref) is True
+    assert manager.get(MODEL).version == 3
+    forged = ref.model_copy(update={"signature": "00" * 32})
+    assert await manager.load(MODEL, 4, forged) is False
+    assert manager.get(MODEL).version == 3
+
+
 async def test_verified_v2_replaces_v1(manager: ModelManager, ref_v2: ArtifactRef,
                                        client: httpx.AsyncClient) -> None:
     assert await manager.load(MODEL, 2, ref_v2) is True
