@@ -15,6 +15,14 @@ from pydantic import Field
 from contracts.base import Contract, FeatureValue, utcnow
 
 _FEATURES_EXAMPLE: dict[str, FeatureValue] = {"salary": 68_000.0, "age": 41, "car": 3}
+ARTIFACT_EXAMPLE: dict[str, Any] = {"digest": "ab" * 32, "signature": "cd" * 32,
+                                    "size_bytes": 48213, "format": "river-pickle"}
+LINEAGE_EXAMPLE: dict[str, Any] = {
+    "dataset": "loans", "snapshot_id": "9f" * 32, "records": 2000, "window": {"last": 2000},
+    "pipeline": [{"estimator": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 50}}],
+    "hyperparameters": {"passes": 10, "holdout_fraction": 0.2}, "seed": 42,
+    "code_version": "0.1.0"}
+PROFILE_EXAMPLE: dict[str, Any] = {"age": {"edges": [30.0, 50.0], "fractions": [0.3, 0.4, 0.3]}}
 
 
 class LabeledRecord(Contract):
@@ -194,12 +202,12 @@ class ModelTrained(Contract):
     baseline_metrics: dict[str, float] | None = Field(default=None, description="That champion's "
                                                       "metrics on the same holdout.",
                                                       examples=[{"accuracy": 0.58}])
-    lineage: Lineage = Field(description="How to reproduce the run.")
-    artifact: ArtifactRef = Field(description="The stored model.")
+    lineage: Lineage = Field(description="How to reproduce the run.", examples=[LINEAGE_EXAMPLE])
+    artifact: ArtifactRef = Field(description="The stored model.", examples=[ARTIFACT_EXAMPLE])
     reference_profile: dict[str, BinnedDistribution] = Field(
         default_factory=dict, description="Training distribution of numeric features, the "
         "reference for data-drift detection.",
-        examples=[{"age": {"edges": [30.0, 50.0], "fractions": [0.3, 0.4, 0.3]}}])
+        examples=[PROFILE_EXAMPLE])
     trained_at: datetime = Field(default_factory=utcnow, description="When training finished.",
                                  examples=["2026-11-22T10:07:00Z"])
     duration_seconds: float = Field(ge=0, description="Wall time of the run.", examples=[1.8])
@@ -223,13 +231,15 @@ class ModelLifecycleChanged(Contract):
     reason: str = Field(description="Why, for the audit trail.",
                         examples=["accuracy 0.88 beats champion v1 0.58 by ≥ 0.01"])
     run_id: str = Field(description="Training run of the version.", examples=["run-81aa"])
-    artifact: ArtifactRef = Field(description="The version's artifact.")
+    artifact: ArtifactRef = Field(description="The version's artifact.",
+                                  examples=[ARTIFACT_EXAMPLE])
     champion_version: int | None = Field(description="Serving version after this decision.",
                                          examples=[2])
     metrics: dict[str, float] = Field(default_factory=dict, description="The version's holdout "
                                       "metrics.", examples=[{"accuracy": 0.88}])
     reference_profile: dict[str, BinnedDistribution] = Field(
-        default_factory=dict, description="The version's training feature distributions.")
+        default_factory=dict, description="The version's training feature distributions.",
+        examples=[PROFILE_EXAMPLE])
     actor: str = Field(default="policy", description="'policy' or the person who acted.",
                        examples=["policy"])
     at: datetime = Field(default_factory=utcnow, description="When.",

@@ -8,7 +8,14 @@ from typing import Any
 from pydantic import Field
 
 from contracts.base import Contract, FeatureValue
-from contracts.events import ArtifactRef, BinnedDistribution, Lineage
+from contracts.events import (
+    ARTIFACT_EXAMPLE,
+    LINEAGE_EXAMPLE,
+    PROFILE_EXAMPLE,
+    ArtifactRef,
+    BinnedDistribution,
+    Lineage,
+)
 
 _FEATURES = {"salary": 68_000.0, "age": 41, "car": 3}
 
@@ -55,7 +62,10 @@ class BatchPredictResponse(Contract):
 
     model: str = Field(description="Model name.", examples=["loans-tree"])
     version: int = Field(description="Version that answered.", examples=[1])
-    predictions: list[PredictionItem] = Field(description="One item per instance, in order.")
+    predictions: list[PredictionItem] = Field(
+        description="One item per instance, in order.",
+        examples=[[{"prediction": 1, "probabilities": {"0": 0.2, "1": 0.8},
+                    "prediction_id": "pred-7f3a"}]])
 
 
 class ErrorDetail(Contract):
@@ -85,10 +95,12 @@ class ModelVersionView(Contract):
     baseline_metrics: dict[str, float] | None = Field(default=None, description="That champion's "
                                                       "metrics on the same holdout.",
                                                       examples=[{"accuracy": 0.58}])
-    artifact: ArtifactRef = Field(description="Artifact reference.")
-    lineage: Lineage = Field(description="Data and code the version came from.")
+    artifact: ArtifactRef = Field(description="Artifact reference.", examples=[ARTIFACT_EXAMPLE])
+    lineage: Lineage = Field(description="Data and code the version came from.",
+                             examples=[LINEAGE_EXAMPLE])
     reference_profile: dict[str, BinnedDistribution] = Field(
-        default_factory=dict, description="Training distribution of numeric features.")
+        default_factory=dict, description="Training distribution of numeric features.",
+        examples=[PROFILE_EXAMPLE])
     decision: str | None = Field(default=None, description="Last lifecycle decision's reason.",
                                  examples=["first version of the model"])
     created_at: datetime = Field(description="When registered.",
