@@ -84,8 +84,11 @@ class Bus:
         finally:
             await admin.close()
 
-    async def guard_topics(self, stopping: asyncio.Event, interval: float = 5.0) -> None:
-        """Every `interval`, re-create topics a restarted broker lost and bump the epoch."""
+    async def guard_topics(self, stopping: asyncio.Event, interval: float = 1.0) -> None:
+        """Watch the broker; after it was unreachable or lost topics, re-create them and bump
+        the epoch. Each service judges for itself: another service may have re-created the
+        topics first, but this one's consumers still belong to a group the broker forgot."""
+        unreachable = False
         while not stopping.is_set():
             try:
                 await asyncio.wait_for(stopping.wait(), interval)
@@ -93,14 +96,18 @@ class Bus:
             except TimeoutError:
                 pass
             try:
-                created = await asyncio.wait_for(self.ensure_topics(), interval * 2)
+                created = await asyncio.wait_for(self.ensure_topics(), max(interval * 3, 3.0))
             except (KafkaError, DependencyUnavailable, TimeoutError) as exc:
-                logger.warning("cannot check topics (%s); will retry", exc)
+                if not unreachable:
+                    logger.warning("broker unreachable (%r); consumers will rejoin when it is "
+                                   "back", exc)
+                unreachable = True
                 continue
-            if created:
+            if created or unreachable:
                 self.epoch += 1
-                logger.warning("the broker had lost %d topics (restarted?); re-created them, "
-                               "consumers rejoin", len(created), extra={"topics": created})
+                logger.warning("broker back (re-created %d topics); consumers rejoin",
+                               len(created), extra={"topics": created})
+            unreachable = False
 
     @property
     def producer(self) -> AIOKafkaProducer:
