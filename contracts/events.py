@@ -242,6 +242,8 @@ class ModelLifecycleChanged(Contract):
         examples=[PROFILE_EXAMPLE])
     actor: str = Field(default="policy", description="'policy' or the person who acted.",
                        examples=["policy"])
+    request_id: str | None = Field(default=None, description="Training request that produced "
+                                   "the version, when known.", examples=["req-5c1d"])
     at: datetime = Field(default_factory=utcnow, description="When.",
                          examples=["2026-11-22T10:07:01Z"])
 

@@ -85,6 +85,8 @@ class ModelVersionView(Contract):
     model: str = Field(description="Model name.", examples=["loans-tree"])
     version: int = Field(description="Version number, from 1.", examples=[2])
     run_id: str = Field(description="Training run.", examples=["run-81aa"])
+    request_id: str | None = Field(default=None, description="Training request it answered.",
+                                   examples=["req-5c1d"])
     stage: str = Field(description="champion, candidate, rejected or archived.",
                        examples=["champion"])
     metric: str = Field(description="Promotion metric name.", examples=["accuracy"])

@@ -60,6 +60,11 @@ class Rejection:
     errors: tuple[tuple[str, str], ...] = ()
 
 
+MAX_DEAD_LETTER_BYTES = 256 * 1024
+"""Original bytes kept in a dead letter (base64 grows them by a third)."""
+MAX_TEXT_BYTES = 64 * 1024
+"""Up to this size the original is also given as text, for people reading the topic."""
+
 BatchHandler = Callable[[list[Delivery]], Awaitable[list[Rejection]]]
 EventHandler = Callable[[Delivery], Awaitable[None]]
 
@@ -99,8 +104,9 @@ class Consumer:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._dedup_size = dedup_size
         self._by_name = {bus.topic(t): t for t in topics}
-        self._consumer: AIOKafkaConsumer | None = None
         self.assigned = asyncio.Event()
+        self.generation = 0
+        """Incremented each time the consumer (re)starts; followers re-sync on a change."""
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until `stopping` is set; then commit what was handled and leave the group.
@@ -110,6 +116,11 @@ class Consumer:
         handled but not committed is delivered again (at-least-once).
         """
         epoch = self.bus.epoch
+        # Ids built from coordinates (topic/partition/offset) mean something else after the
+        # broker lost its log; handlers stay idempotent by natural keys across the gap.
+        self._seen.clear()
+        self.assigned.clear()
+        self.generation += 1
         consumer = AIOKafkaConsumer(
             *self._by_name,
             bootstrap_servers=self.bus.settings.kafka_bootstrap,
@@ -120,7 +131,6 @@ class Consumer:
             **self.bus.settings.kafka_client_options(),
         )
         await _retry_start(consumer.start, self.bus.connect_timeout, "consumer")
-        self._consumer = consumer
         try:
             while not stopping.is_set():
                 if self.bus.epoch != epoch:
@@ -208,9 +218,13 @@ class Consumer:
 
     async def _dead_letter(self, topic: Topic, record: ConsumerRecord, reason: str,
                            errors: list[tuple[str, str]]) -> None:
-        value: bytes = record.value or b""
+        original: bytes = record.value or b""
+        value = original[:MAX_DEAD_LETTER_BYTES]
+        if len(original) > len(value):
+            # base64 and text would make the letter too big for the broker to accept
+            reason = f"{reason} [payload truncated: {len(original)} bytes, first {len(value)} kept]"
         try:
-            text: str | None = value.decode("utf-8")
+            text: str | None = value.decode("utf-8") if len(value) <= MAX_TEXT_BYTES else None
         except UnicodeDecodeError:
             text = None
         letter = RecordRejected(

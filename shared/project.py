@@ -117,6 +117,9 @@ class PolicySpec(_Spec):
     """At most this many of the newest records in a retrain window."""
     retrain_cooldown_seconds: float = Field(default=60, ge=0)
     """Minimum time between two drift retrains of one model."""
+    retrain_timeout_seconds: float = Field(default=900, gt=0)
+    """A retrain with no registry decision after this long is presumed lost (e.g. its request
+    was dead-lettered), so drift may request another."""
 
 
 class TrainingSpec(_Spec):

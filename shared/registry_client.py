@@ -26,6 +26,10 @@ async def fetch_champion(registry_url: str, model: str,
         raise DependencyUnavailable(dependency="registry", detail=f"{url}: {exc}") from exc
     if response.status_code == 409:
         return None
+    if response.status_code == 404:
+        # The registry's project file does not declare the model: retrying cannot help.
+        logger.error("the registry does not know model %s: %s", model, response.text[:200])
+        return None
     if response.status_code != 200:
         raise DependencyUnavailable(dependency="registry",
                                     detail=f"{url} answered {response.status_code}: "

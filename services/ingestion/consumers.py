@@ -13,6 +13,7 @@ from services.ingestion.handlers import Ingestor
 from services.ingestion.metrics import RECORDS
 from shared.bus import Bus
 from shared.consumer import BatchHandler, Delivery, Rejection
+from shared.errors import DependencyUnavailable
 from shared.tracing import trace_id_var
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,10 @@ def labeled_handler(bus: Bus, ingestor: Ingestor) -> BatchHandler:
                 sends.append(bus.publish(Topic.DATA_VALIDATED, row, key=row.record_id,
                                          ce_id=f"{dataset}/{row.record_id}"))
         await asyncio.gather(*sends)
-        ingestor.store_accepted(outcome, now)
+        try:
+            ingestor.store_accepted(outcome, now)
+        except OSError as exc:  # disk full or unwritable: retry the batch, never drop it
+            raise DependencyUnavailable(dependency="dataset store", detail=str(exc)) from exc
         accepted = sum(len(rows) for rows in outcome.accepted.values())
         RECORDS.labels("accepted").inc(accepted)
         RECORDS.labels("duplicate").inc(outcome.duplicates)

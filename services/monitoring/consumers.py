@@ -17,30 +17,41 @@ from shared.consumer import BatchHandler, Delivery, Rejection
 from shared.registry_client import fetch_champions_when_reachable
 
 
-async def publish_actions(bus: Bus, actions: list[Action]) -> None:
-    for action in actions:
-        if isinstance(action, AlertRaised):
-            await bus.publish(Topic.ALERTS, action, key=action.model,
-                              ce_id=f"{action.alert_id}/{action.status}")
-        else:
-            await bus.publish(Topic.TRAINING_REQUESTS, action, key=action.model,
-                              ce_id=action.request_id)
+async def publish_action(bus: Bus, action: Action) -> None:
+    if isinstance(action, AlertRaised):
+        await bus.publish(Topic.ALERTS, action, key=action.model,
+                          ce_id=f"{action.alert_id}/{action.status}")
+    else:
+        await bus.publish(Topic.TRAINING_REQUESTS, action, key=action.model,
+                          ce_id=action.request_id)
 
 
 def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
-    """Feed every event to the monitor in order; publish what it decides before committing."""
+    """Feed each batch to the monitor once, then publish what it decided.
+
+    The monitor's state moves as it is fed, so a batch retried after a failed publish is
+    not fed again (it would decide nothing the second time): its undelivered actions stay
+    pending and are published first, before the offset is committed.
+    """
+    pending: list[Action] = []
+    fed: set[str] = set()
 
     async def handle(batch: list[Delivery]) -> list[Rejection]:
-        actions: list[Action] = []
-        for delivery in batch:
-            event = delivery.event
-            if isinstance(event, PredictionMade):
-                actions += monitor.on_prediction(event)
-            elif isinstance(event, RecordValidated):
-                actions += monitor.on_label(event)
-            elif isinstance(event, ModelLifecycleChanged):
-                actions += monitor.on_lifecycle(event)
-        await publish_actions(bus, actions)
+        nonlocal fed
+        ids = {delivery.envelope.ce_id for delivery in batch}
+        if ids != fed:
+            for delivery in batch:
+                event = delivery.event
+                if isinstance(event, PredictionMade):
+                    pending.extend(monitor.on_prediction(event))
+                elif isinstance(event, RecordValidated):
+                    pending.extend(monitor.on_label(event))
+                elif isinstance(event, ModelLifecycleChanged):
+                    pending.extend(monitor.on_lifecycle(event))
+            fed = ids
+        while pending:
+            await publish_action(bus, pending[0])
+            pending.pop(0)
         return []
 
     return handle

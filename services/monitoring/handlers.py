@@ -56,6 +56,7 @@ class ModelWatch:
     replaced_error: float | None = None
     """Recent error rate of the version the current one replaced, when it was replaced."""
     retrain_in_flight: str | None = None
+    """Request id of the drift retrain awaiting a registry decision."""
     last_retrain_at: float = float("-inf")
 
 
@@ -94,7 +95,8 @@ class Monitor:
         watch = self.watches.get(event.model)
         if watch is None:
             return []
-        if event.action in (LifecycleAction.PROMOTED, LifecycleAction.REJECTED):
+        if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.REJECTED)
+                and event.request_id is not None and event.request_id == watch.retrain_in_flight):
             watch.retrain_in_flight = None
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.ROLLED_BACK)
                 and event.champion_version == event.version):
@@ -159,6 +161,11 @@ class Monitor:
             alert = watch.firing["concept_drift"]
         policy = watch.spec.policy
         now = self.clock()
+        if (watch.retrain_in_flight is not None
+                and now - watch.last_retrain_at > policy.retrain_timeout_seconds):
+            logger.warning("retrain %s of %s had no decision after %.0fs; presumed lost",
+                           watch.retrain_in_flight, watch.name, policy.retrain_timeout_seconds)
+            watch.retrain_in_flight = None
         if (policy.retrain_on_drift and watch.retrain_in_flight is None
                 and now - watch.last_retrain_at >= policy.retrain_cooldown_seconds):
             request = TrainingRequested(

@@ -52,7 +52,8 @@ class Registry:
         return ModelLifecycleChanged(
             model=view.model, version=view.version, action=action, reason=reason,
             run_id=view.run_id, artifact=view.artifact, champion_version=champion,
-            metrics=view.metrics, reference_profile=view.reference_profile, actor=actor)
+            metrics=view.metrics, reference_profile=view.reference_profile, actor=actor,
+            request_id=view.request_id)
 
     def record(self, event: ModelTrained) -> list[ModelLifecycleChanged]:
         """Register a trained candidate and decide on it; replays return the same decision."""

@@ -38,7 +38,8 @@ class RegistryStore:
     def _view(row: sa.Row[Any], champion: int | None) -> ModelVersionView:
         stage = "champion" if champion == row.version else row.stage
         return ModelVersionView(
-            model=row.model, version=row.version, run_id=row.run_id, stage=stage,
+            model=row.model, version=row.version, run_id=row.run_id,
+            request_id=row.request_id, stage=stage,
             metric=row.metric, metrics=row.metrics, baseline_version=row.baseline_version,
             baseline_metrics=row.baseline_metrics,
             artifact=ArtifactRef.model_validate(row.artifact),

@@ -14,6 +14,7 @@ from services.training.handlers import Trainer
 from services.training.settings import TrainingSettings
 from shared.bus import Bus
 from shared.consumer import BatchHandler, Delivery, Rejection, per_event
+from shared.errors import DependencyUnavailable
 from shared.registry_client import fetch_champion
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,10 @@ def request_handler(bus: Bus, trainer: Trainer, settings: TrainingSettings) -> B
         if done is None:
             await _wait_for_window(trainer, request, settings.window_wait_seconds)
             champion = await fetch_champion(settings.registry_url, request.model)
-            done = await asyncio.to_thread(trainer.train, request, champion)
+            try:
+                done = await asyncio.to_thread(trainer.train, request, champion)
+            except OSError as exc:  # a store unwritable or full: retry, never drop the request
+                raise DependencyUnavailable(dependency="stores", detail=str(exc)) from exc
         else:
             logger.info("request %s already trained as %s; re-publishing", request.request_id,
                         done.run_id)

@@ -49,12 +49,13 @@ def requests(actions: list[Action]) -> list[TrainingRequested]:
 
 def lifecycle(version: int, action: LifecycleAction, champion: int | None,
               accuracy: float = 0.9,
-              reference: dict[str, BinnedDistribution] | None = None) -> ModelLifecycleChanged:
+              reference: dict[str, BinnedDistribution] | None = None,
+              request_id: str | None = None) -> ModelLifecycleChanged:
     return ModelLifecycleChanged(
         model=MODEL, version=version, action=action, reason="test", run_id=f"run-{version}",
         artifact=ArtifactRef(digest=digest(f"a{version}"), signature="00" * 32, size_bytes=1),
         champion_version=champion, metrics={"accuracy": accuracy},
-        reference_profile=reference or {})
+        reference_profile=reference or {}, request_id=request_id)
 
 
 class Stream:
@@ -315,7 +316,7 @@ def test_no_second_request_while_one_is_in_flight(monitor: Monitor, clock: Clock
     stream = Stream(monitor)
     stream.feed(400, 1, 1)
     assert len(requests(stream.feed(400, 1, 6))) == 1
-    clock.now += 3600  # long past the cooldown: only the request in flight holds it back
+    clock.now += 600  # past the cooldown, within the timeout: the request in flight holds
     seen = len(signals)
     later = stream.feed(300, 1, 1) + stream.feed(300, 1, 10)
     assert len(signals) > seen
@@ -323,12 +324,34 @@ def test_no_second_request_while_one_is_in_flight(monitor: Monitor, clock: Clock
     assert alerts(later) == []
 
 
+def test_a_decision_on_another_request_does_not_release_the_one_in_flight(
+        monitor: Monitor, clock: Clock) -> None:
+    stream = Stream(monitor)
+    stream.feed(400, 1, 1)
+    [request] = requests(stream.feed(400, 1, 6))
+    monitor.on_lifecycle(lifecycle(2, LifecycleAction.REJECTED, 1, request_id="manual-1"))
+    assert monitor.watches[MODEL].retrain_in_flight == request.request_id
+    monitor.on_lifecycle(lifecycle(3, LifecycleAction.REJECTED, 1,
+                                   request_id=request.request_id))
+    assert monitor.watches[MODEL].retrain_in_flight is None
+
+
+def test_a_retrain_with_no_decision_is_presumed_lost_after_the_timeout(
+        monitor: Monitor, clock: Clock, project: Project) -> None:
+    stream = Stream(monitor)
+    stream.feed(400, 1, 1)
+    [first] = requests(stream.feed(400, 1, 6))  # e.g. dead-lettered: no decision ever comes
+    clock.now += project.model(MODEL).policy.retrain_timeout_seconds + 1
+    [second] = requests(stream.feed(300, 1, 1) + stream.feed(300, 1, 10))
+    assert second.request_id != first.request_id
+
+
 def test_cooldown_after_a_rejected_candidate(monitor: Monitor, clock: Clock,
                                              signals: list[DriftSignal]) -> None:
     stream = Stream(monitor)
     stream.feed(400, 1, 1)
     [first] = requests(stream.feed(400, 1, 6))
-    monitor.on_lifecycle(lifecycle(2, LifecycleAction.REJECTED, 1))
+    monitor.on_lifecycle(lifecycle(2, LifecycleAction.REJECTED, 1, request_id=first.request_id))
     assert monitor.watches[MODEL].retrain_in_flight is None
 
     clock.now += 10  # inside the 30 s cooldown
@@ -359,9 +382,12 @@ def test_no_retrain_when_the_policy_says_so(clock: Clock) -> None:
 def test_promoted_retrain_resolves_the_alert(monitor: Monitor, project: Project) -> None:
     stream = Stream(monitor)
     stream.feed(400, 1, 1)
-    [fired] = alerts(stream.feed(400, 1, 6))
+    drifted = stream.feed(400, 1, 6)
+    [fired] = alerts(drifted)
+    [request] = requests(drifted)
 
-    assert monitor.on_lifecycle(lifecycle(2, LifecycleAction.PROMOTED, 2, accuracy=0.88)) == []
+    assert monitor.on_lifecycle(lifecycle(2, LifecycleAction.PROMOTED, 2, accuracy=0.88,
+                                          request_id=request.request_id)) == []
     assert monitor.watches[MODEL].retrain_in_flight is None
     assert stream.feed(50, 1, 6) == []  # late labels of v1 do not count for v2
 
