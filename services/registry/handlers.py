@@ -23,7 +23,7 @@ def judge(candidate: ModelTrained, champion: int | None,
     """Promote or reject a candidate against the champion, on the same holdout only."""
     if champion is None:
         return LifecycleAction.PROMOTED, "first version of the model"
-    metric = candidate.metric
+    metric = policy.metric  # the project decides what counts, not the event
     if candidate.baseline_version != champion or not candidate.baseline_metrics:
         return LifecycleAction.REJECTED, (
             f"not scored against the current champion v{champion} (baseline: "
@@ -35,7 +35,7 @@ def judge(candidate: ModelTrained, champion: int | None,
     better = old - new if metric in LOWER_IS_BETTER else new - old
     comparison = (f"{metric} {new:.4f} vs champion v{champion} {old:.4f} on the same holdout "
                   f"(margin {margin:g})")
-    if better >= margin:
+    if better > 0 and better >= margin:  # a tie never replaces the champion
         return LifecycleAction.PROMOTED, f"{comparison}: better"
     return LifecycleAction.REJECTED, f"{comparison}: not better by the margin"
 
@@ -59,14 +59,16 @@ class Registry:
         """Register a trained candidate and decide on it; replays return the same decision."""
         policy = self.project.model(event.model).policy
         existing = self.store.by_run(event.run_id)
-        if existing is not None:
+        if existing is not None and existing.stage != "candidate":
             logger.info("run %s already registered as v%d; re-announcing its decision",
                         event.run_id, existing.version)
             action = (LifecycleAction.REJECTED if existing.stage == "rejected"
                       else LifecycleAction.PROMOTED)
             return [self._event(existing, action, existing.decision or "",
                                 self.store.champion_version(event.model), "policy")]
-        version = self.store.add_version(event)
+        # A row still "candidate" was stored but never judged (a crash between the two
+        # transactions): judge it now.
+        version = existing.version if existing else self.store.add_version(event)
         champion = self.store.champion_version(event.model)
         action, reason = judge(event, champion, policy)
         promoted = action is LifecycleAction.PROMOTED

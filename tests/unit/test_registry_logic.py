@@ -153,6 +153,24 @@ def test_replayed_run_gets_the_same_decision_and_no_new_version(registry: Regist
     assert audit(store) == audit_before
 
 
+def test_a_run_stored_but_never_judged_is_judged_on_replay(registry: Registry,
+                                                          store: RegistryStore) -> None:
+    with_champion_v1(registry)
+    worse = model_trained("run-2", 0.10, baseline_version=1, baseline_accuracy=0.80)
+    store.add_version(worse)  # the process died before the decision was stored
+    events = registry.record(worse)
+    assert summary(events) == [(2, "rejected", 1)]
+    assert "not better" in events[0].reason
+    assert store.get(MODEL, 2).stage == "rejected"
+    assert store.champion_version(MODEL) == 1
+
+
+def test_a_tie_does_not_replace_the_champion() -> None:
+    tie = model_trained("run-2", 0.80, baseline_version=1, baseline_accuracy=0.80)
+    action, _ = judge(tie, 1, PolicySpec(promotion_margin=0.0))
+    assert action is LifecycleAction.REJECTED
+
+
 def test_unknown_model_is_refused(registry: Registry) -> None:
     with pytest.raises(ModelNotFound):
         registry.record(model_trained("run-x", 0.9, model="ghost"))
