@@ -72,7 +72,7 @@ def test_judge_higher_is_better(new: float, old: float, expected: LifecycleActio
 def test_judge_lower_is_better_for_errors(new: float, old: float,
                                           expected: LifecycleAction) -> None:
     candidate = model_trained("r", new, baseline_version=1, baseline_accuracy=old, metric="mae")
-    action, _ = judge(candidate, 1, PolicySpec(promotion_margin=0.5))
+    action, _ = judge(candidate, 1, PolicySpec(metric="mae", promotion_margin=0.5))
     assert action is expected
 
 
