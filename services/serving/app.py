@@ -8,7 +8,7 @@ import uuid
 from fastapi import FastAPI
 
 from contracts.topics import Topic
-from services.serving.consumers import lifecycle_handler, load_champions
+from services.serving.consumers import follow_champions, lifecycle_handler
 from services.serving.handlers import Predictor
 from services.serving.models import ModelManager
 from services.serving.routes import build_router
@@ -34,14 +34,14 @@ def create_app(settings: ServingSettings) -> FastAPI:
                              [Topic.MODELS_LIFECYCLE], per_event(lifecycle_handler(models)),
                              from_beginning=False)
         runtime.spawn("models.lifecycle", lifecycle.run)
-        bootstrap_done: list[bool] = []
+        synced = asyncio.Event()
 
-        async def bootstrap(stopping: asyncio.Event) -> None:
-            await load_champions(project, models, settings.registry_url, lifecycle, stopping)
-            bootstrap_done.append(True)
+        async def follow(stopping: asyncio.Event) -> None:
+            await follow_champions(project, models, settings.registry_url, lifecycle, synced,
+                                   stopping)
 
-        runtime.spawn("load-champions", bootstrap)
-        runtime.checks["champions_fetched"] = lambda: bool(bootstrap_done)
+        runtime.spawn("follow-champions", follow)
+        runtime.checks["champions_fetched"] = synced.is_set
 
     async def on_stop(runtime: Runtime) -> None:
         await outbox.stop()

@@ -22,14 +22,24 @@ def lifecycle_handler(models: ModelManager) -> EventHandler:
     return handle
 
 
-async def load_champions(project: Project, models: ModelManager, registry_url: str,
-                         lifecycle: Consumer, stopping: asyncio.Event) -> None:
-    """At start-up, once following models.lifecycle, load each model's current champion.
+async def follow_champions(project: Project, models: ModelManager, registry_url: str,
+                           lifecycle: Consumer, synced: asyncio.Event,
+                           stopping: asyncio.Event) -> None:
+    """Load each model's champion from the registry whenever the lifecycle consumer has
+    (re)joined: at start-up, and after a restart that may have missed promotions.
 
-    Models that a lifecycle event already loaded are left alone (that event is newer).
+    A registry answer never overwrites a model a lifecycle event swapped meanwhile (that
+    event is newer); `synced` is set after the first full pass.
     """
-    await lifecycle.assigned.wait()
-    async for model, champion in fetch_champions_when_reachable(registry_url, project.models,
-                                                                stopping):
-        if champion is not None and not models.has(model):
-            await models.load(model, champion.version, champion.artifact)
+    done_for = 0
+    while not stopping.is_set():
+        if lifecycle.assigned.is_set() and lifecycle.generation != done_for:
+            done_for = lifecycle.generation
+            marks = {model: models.swaps(model) for model in project.models}
+            async for model, champion in fetch_champions_when_reachable(
+                    registry_url, project.models, stopping):
+                if champion is not None:
+                    await models.load(model, champion.version, champion.artifact,
+                                      unless_swapped_since=marks[model])
+            synced.set()
+        await asyncio.sleep(0.5)

@@ -39,6 +39,7 @@ class ModelManager:
         self.artifacts = artifacts
         self._current: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._swaps: dict[str, int] = {}
 
     def get(self, model: str) -> LoadedModel:
         try:
@@ -49,13 +50,18 @@ class ModelManager:
     def loaded(self) -> list[LoadedModel]:
         return list(self._current.values())
 
-    def has(self, model: str) -> bool:
-        return model in self._current
+    def swaps(self, model: str) -> int:
+        """How many times `model` was swapped: a mark to load "only if nothing newer came"."""
+        return self._swaps.get(model, 0)
 
-    async def load(self, model: str, version: int, artifact: ArtifactRef) -> bool:
-        """Verify and unpickle in a thread, then swap; False (old model kept) if refused."""
+    async def load(self, model: str, version: int, artifact: ArtifactRef,
+                   unless_swapped_since: int | None = None) -> bool:
+        """Verify and unpickle in a thread, then swap; False (old model kept) if refused, or
+        if the model was swapped since the `unless_swapped_since` mark (that one is newer)."""
         lock = self._locks.setdefault(model, asyncio.Lock())
         async with lock:
+            if unless_swapped_since is not None and self.swaps(model) != unless_swapped_since:
+                return False
             current = self._current.get(model)
             try:
                 if current is not None and current.digest == artifact.digest:
@@ -71,6 +77,7 @@ class ModelManager:
                 return False
             self._current[model] = LoadedModel(model, version, estimator, artifact.digest,
                                                utcnow())
+            self._swaps[model] = self.swaps(model) + 1
             LOADS.labels("loaded").inc()
             logger.info("now serving %s v%d", model, version,
                         extra={"digest": artifact.digest})

@@ -354,3 +354,15 @@ async def test_old_model_serves_while_the_new_one_loads(manager: ModelManager,
     assert manager.get(MODEL).version == 1
     assert await loading is True
     assert manager.get(MODEL).version == 2
+
+
+async def test_a_registry_answer_never_overwrites_a_newer_lifecycle_swap(
+        manager: ModelManager, ref_v2: ArtifactRef, store: ArtifactStore) -> None:
+    mark = manager.swaps(MODEL)  # taken before asking the registry
+    assert await manager.load(MODEL, 2, ref_v2) is True  # a lifecycle event lands meanwhile
+    stale = ArtifactRef(digest=manager.get(MODEL).digest, signature=ref_v2.signature,
+                        size_bytes=1)
+    assert await manager.load(MODEL, 1, stale, unless_swapped_since=mark) is False
+    assert manager.get(MODEL).version == 2
+    assert await manager.load(MODEL, 3, ref_v2, unless_swapped_since=manager.swaps(MODEL))
+    assert manager.get(MODEL).version == 3
