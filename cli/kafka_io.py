@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -14,8 +15,11 @@ from shared.envelope import build_headers
 
 
 @asynccontextmanager
-async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def producer(bootstrap: str,
+                   options: dict[str, Any] | None = None) -> AsyncIterator[AIOKafkaProducer]:
+    """A producer; `options` are the security settings (CommonSettings.kafka_client_options)."""
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                              **(options or {}))
     await client.start()
     try:
         yield client
@@ -36,12 +40,13 @@ async def send_all(client: AIOKafkaProducer, topic: str, events: Iterable[tuple[
 
 @asynccontextmanager
 async def follower(bootstrap: str, topics: list[Topic], prefix: str = "",
-                   from_beginning: bool = True) -> AsyncIterator[AIOKafkaConsumer]:
+                   from_beginning: bool = True,
+                   options: dict[str, Any] | None = None) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer outside any group (no rebalance to wait for) reading every partition."""
     client = AIOKafkaConsumer(*(t.qualified(prefix) for t in topics), bootstrap_servers=bootstrap,
                               group_id=None,
                               auto_offset_reset="earliest" if from_beginning else "latest",
-                              enable_auto_commit=False)
+                              enable_auto_commit=False, **(options or {}))
     await client.start()
     try:
         yield client

@@ -154,7 +154,7 @@ def produce(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     records = [(r.record_id, r) for r in read_records(file, dataset, label_column)]
 
     async def send() -> int:
-        async with producer(bootstrap) as client:
+        async with producer(bootstrap, settings.kafka_client_options()) as client:
             return await send_all(client, Topic.DATA_LABELED.qualified(
                 settings.kafka_topic_prefix), records)
 
@@ -178,7 +178,7 @@ def train(model: Annotated[str, typer.Argument(help="Model name from the project
                                 requested_by=os.environ.get("USER", "cli"))
 
     async def send() -> None:
-        async with producer(bootstrap) as client:
+        async with producer(bootstrap, settings.kafka_client_options()) as client:
             await send_all(client, Topic.TRAINING_REQUESTS.qualified(settings.kafka_topic_prefix),
                            [(model, request)])
 
@@ -200,7 +200,7 @@ def alerts_tail(from_beginning: Annotated[bool, typer.Option(
 
     async def follow() -> None:
         async with follower(bootstrap, [Topic.ALERTS], settings.kafka_topic_prefix,
-                            from_beginning) as consumer:
+                            from_beginning, settings.kafka_client_options()) as consumer:
             async for message in consumer:
                 if as_json:
                     _out(message.value.decode())

@@ -8,6 +8,7 @@ import or call arbitrary code.
 from __future__ import annotations
 
 import functools
+import inspect
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -81,15 +82,20 @@ def validate_step(step: Mapping[str, Any]) -> None:
     _check_params(str(name), step.get("params", {}))
 
 
-def build_pipeline(steps: Sequence[Mapping[str, Any]]) -> Any:
-    """A fresh River estimator or pipeline from its spec."""
+def build_pipeline(steps: Sequence[Mapping[str, Any]], seed: int | None = None) -> Any:
+    """A fresh River estimator or pipeline from its spec; `seed` goes to every step that
+    takes one and does not set its own, so a run is reproducible from its lineage."""
     if not steps:
         raise ValueError("a pipeline needs at least one step")
     built = []
     for step in steps:
         validate_step(step)
         name = str(step["estimator"])
-        built.append(ESTIMATORS[name](**_check_params(name, step.get("params", {}))))
+        params = _check_params(name, step.get("params", {}))
+        if seed is not None and "seed" not in params and \
+                "seed" in inspect.signature(ESTIMATORS[name]).parameters:
+            params["seed"] = seed
+        built.append(ESTIMATORS[name](**params))
     return functools.reduce(operator.or_, built) if len(built) > 1 else built[0]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -58,13 +58,20 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     """Root log level."""
 
-    @model_validator(mode="after")
-    def _refuse_dev_key_in_production(self) -> CommonSettings:
-        if self.kafka_bootstrap and self.signing_key.get_secret_value() == DEV_SIGNING_KEY:
+    def signing_key_bytes(self) -> bytes:
+        """The artifact signing key, refused when it is unsafe for the cluster in use.
+
+        Called by the services that sign or verify (training, serving) at start-up; other
+        processes (the CLI, say) need no key.
+        """
+        key = self.signing_key.get_secret_value()
+        if len(key) < 16:
+            raise ConfigError(detail="DRIFTLOOP_SIGNING_KEY must be at least 16 characters")
+        if self.kafka_bootstrap and key == DEV_SIGNING_KEY:
             raise ConfigError(detail="DRIFTLOOP_SIGNING_KEY must be set to a secret of your own "
                               "when DRIFTLOOP_KAFKA_BOOTSTRAP points at a real cluster (the "
                               "development key is public, so anyone could sign a model)")
-        return self
+        return key.encode()
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Keyword arguments shared by every aiokafka client."""

@@ -23,7 +23,7 @@ from shared.service import Runtime, build_app
 def create_app(settings: ServingSettings) -> FastAPI:
     project = load_project(settings.config)
     models = ModelManager(ArtifactStore(settings.data_dir / "artifacts",
-                                        settings.signing_key.get_secret_value().encode()))
+                                        settings.signing_key_bytes()))
     outbox = Outbox(Topic.PREDICTIONS, settings.outbox_capacity)
     predictor = Predictor(project, models, lambda event: outbox.put(event.prediction_id, event))
 

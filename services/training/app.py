@@ -18,7 +18,7 @@ from shared.service import Runtime, build_app
 def create_app(settings: TrainingSettings) -> FastAPI:
     trainer = Trainer(load_project(settings.config), DatasetStore(settings.data_dir / "datasets"),
                       ArtifactStore(settings.data_dir / "artifacts",
-                                    settings.signing_key.get_secret_value().encode()),
+                                    settings.signing_key_bytes()),
                       settings.data_dir / "training", settings.min_training_records)
 
     async def on_start(runtime: Runtime) -> None:

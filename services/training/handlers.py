@@ -75,7 +75,7 @@ class Trainer:
         holdout_size = max(1, int(len(records) * spec.training.holdout_fraction))
         train, holdout = records[:-holdout_size], records[-holdout_size:]
         steps = [step.model_dump() for step in spec.pipeline]
-        model = build_pipeline(steps)
+        model = build_pipeline(steps, seed=spec.training.seed)
         for _ in range(spec.training.passes):
             for record in train:
                 model.learn_one(record.features, record.label)
