@@ -11,7 +11,18 @@ FeatureValue = float | int | str | bool
 
 
 class Contract(BaseModel):
-    """Base of every event and payload: immutable, and strict about unknown fields."""
+    """Base of every event and payload: immutable, and tolerant of unknown fields.
+
+    Within a major version a contract only gains optional fields, so a consumer built
+    against an older minor must accept (and ignore) fields it does not know yet.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class StrictContract(Contract):
+    """What people and outside systems send us (labeled records, HTTP request bodies):
+    an unknown field there is most likely a mistake, and is refused with its name."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

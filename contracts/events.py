@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from contracts.base import Contract, FeatureValue, utcnow
+from contracts.base import Contract, FeatureValue, StrictContract, utcnow
 
 _FEATURES_EXAMPLE: dict[str, FeatureValue] = {"salary": 68_000.0, "age": 41, "car": 3}
 ARTIFACT_EXAMPLE: dict[str, Any] = {"digest": "ab" * 32, "signature": "cd" * 32,
@@ -25,7 +25,7 @@ LINEAGE_EXAMPLE: dict[str, Any] = {
 PROFILE_EXAMPLE: dict[str, Any] = {"age": {"edges": [30.0, 50.0], "fractions": [0.3, 0.4, 0.3]}}
 
 
-class LabeledRecord(Contract):
+class LabeledRecord(StrictContract):
     """A labeled record published by any producer on data.labeled (key = record_id)."""
 
     dataset: str = Field(description="Name of a dataset declared in the project file.",

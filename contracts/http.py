@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from contracts.base import Contract, FeatureValue
+from contracts.base import Contract, FeatureValue, StrictContract
 from contracts.events import (
     ARTIFACT_EXAMPLE,
     LINEAGE_EXAMPLE,
@@ -20,14 +20,14 @@ from contracts.events import (
 _FEATURES = {"salary": 68_000.0, "age": 41, "car": 3}
 
 
-class PredictRequest(Contract):
+class PredictRequest(StrictContract):
     """Body of POST /v1/models/{model}/predict for one instance."""
 
     features: dict[str, Any] = Field(description="Feature name to value, as declared by the "
                                      "model's dataset.", examples=[_FEATURES])
 
 
-class BatchPredictRequest(Contract):
+class BatchPredictRequest(StrictContract):
     """Body of POST /v1/models/{model}/predict for several instances."""
 
     instances: list[dict[str, Any]] = Field(min_length=1, max_length=10_000,
@@ -117,7 +117,7 @@ class ModelView(Contract):
     versions: int = Field(description="Number of registered versions.", examples=[2])
 
 
-class PromoteRequest(Contract):
+class PromoteRequest(StrictContract):
     """Body of a manual promotion."""
 
     version: int = Field(ge=1, description="Version to make champion.", examples=[1])
@@ -126,7 +126,7 @@ class PromoteRequest(Contract):
     actor: str = Field(default="api", description="Who is acting.", examples=["alice"])
 
 
-class RollbackRequest(Contract):
+class RollbackRequest(StrictContract):
     """Body of a manual rollback to the previous champion."""
 
     reason: str = Field(min_length=1, description="Why, for the audit trail.",
