@@ -115,16 +115,15 @@ class Bus:
             raise RuntimeError("Bus.start() was not awaited")
         return self._producer
 
-    async def publish(self, topic: Topic, event: Contract, key: str,
-                      ce_id: str | None = None) -> None:
-        """Publish and wait for the broker's acknowledgement (acks=all)."""
-        try:
-            await self.producer.send_and_wait(
-                self.topic(topic), event.model_dump_json().encode(), key=key.encode(),
-                headers=build_headers(event, self.source, ce_id))
-        except KafkaError as exc:
-            raise DependencyUnavailable(dependency="kafka", detail=str(exc)) from exc
-        EVENTS_PUBLISHED.labels(topic.value).inc()
+    async def publish(self, topic: Topic, event: Contract, key: str, ce_id: str | None = None,
+                      trace_id: str | None = None) -> None:
+        """Publish and wait for the broker's acknowledgement (acks=all).
+
+        `trace_id` names the trace explicitly, for callers that publish for several inputs at
+        once (the ContextVar holds one trace at a time); otherwise the current trace is used.
+        """
+        await self.publish_raw(topic, event.model_dump_json().encode(), key.encode(),
+                               build_headers(event, self.source, ce_id, trace_id))
 
     async def publish_raw(self, topic: Topic, value: bytes, key: bytes | None,
                           headers: list[tuple[str, bytes]]) -> None:
@@ -145,7 +144,6 @@ class Outbox:
 
     def __init__(self, topic: Topic, capacity: int = 100_000) -> None:
         self.topic = topic
-        self._bus: Bus | None = None
         self._queue: asyncio.Queue[tuple[str, Contract]] = asyncio.Queue(capacity)
         self._task: asyncio.Task[None] | None = None
 
@@ -158,7 +156,6 @@ class Outbox:
 
     def start(self, bus: Bus) -> None:
         """Start draining into `bus` (events put before this wait in the queue)."""
-        self._bus = bus
         self._task = asyncio.create_task(self._drain(bus), name=f"outbox-{self.topic}")
 
     async def stop(self, timeout: float = 10.0) -> None:

@@ -24,8 +24,9 @@ class Envelope:
     trace_id: str
 
 
-def build_headers(event: Contract, source: str, ce_id: str | None = None) -> Headers:
-    """Headers for publishing `event` from `source` in the current trace."""
+def build_headers(event: Contract, source: str, ce_id: str | None = None,
+                  trace_id: str | None = None) -> Headers:
+    """Headers for publishing `event` from `source` in `trace_id`, else the current trace."""
     return [
         ("ce_specversion", b"1.0"),
         ("ce_id", (ce_id or uuid.uuid4().hex).encode()),
@@ -33,7 +34,7 @@ def build_headers(event: Contract, source: str, ce_id: str | None = None) -> Hea
         ("ce_source", source.encode()),
         ("ce_time", datetime.now(UTC).isoformat().encode()),
         ("content-type", b"application/json"),
-        ("traceparent", current_traceparent().encode()),
+        ("traceparent", current_traceparent(trace_id).encode()),
     ]
 
 

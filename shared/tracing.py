@@ -29,9 +29,10 @@ def parse_traceparent(value: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def current_traceparent() -> str:
-    """A traceparent for an outgoing call: the current trace (or a new one), a new span."""
-    trace_id = trace_id_var.get() or new_trace_id()
+def current_traceparent(trace_id: str | None = None) -> str:
+    """A traceparent for an outgoing call: the given trace, else the current one (or a new
+    one), and a new span."""
+    trace_id = trace_id or trace_id_var.get() or new_trace_id()
     return f"00-{trace_id}-{secrets.token_hex(8)}-01"
 
 

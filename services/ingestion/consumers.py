@@ -14,7 +14,6 @@ from services.ingestion.metrics import RECORDS
 from shared.bus import Bus
 from shared.consumer import BatchHandler, Delivery, Rejection
 from shared.errors import DependencyUnavailable
-from shared.tracing import trace_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +35,9 @@ def labeled_handler(bus: Bus, ingestor: Ingestor) -> BatchHandler:
         sends = []
         for dataset, rows in outcome.accepted.items():
             for row in rows:
-                delivery = by_id[(dataset, row.record_id)]
-                trace_id_var.set(delivery.envelope.trace_id)
+                trace = by_id[(dataset, row.record_id)].envelope.trace_id
                 sends.append(bus.publish(Topic.DATA_VALIDATED, row, key=row.record_id,
-                                         ce_id=f"{dataset}/{row.record_id}"))
+                                         ce_id=f"{dataset}/{row.record_id}", trace_id=trace))
         await asyncio.gather(*sends)
         try:
             ingestor.store_accepted(outcome, now)

@@ -17,13 +17,14 @@ from shared.consumer import BatchHandler, Delivery, Rejection
 from shared.registry_client import fetch_champions_when_reachable
 
 
-async def publish_action(bus: Bus, action: Action) -> None:
+async def publish_action(bus: Bus, action: Action, trace_id: str) -> None:
+    """Publish a decision in the trace of the event that caused it."""
     if isinstance(action, AlertRaised):
         await bus.publish(Topic.ALERTS, action, key=action.model,
-                          ce_id=f"{action.alert_id}/{action.status}")
+                          ce_id=f"{action.alert_id}/{action.status}", trace_id=trace_id)
     else:
         await bus.publish(Topic.TRAINING_REQUESTS, action, key=action.model,
-                          ce_id=action.request_id)
+                          ce_id=action.request_id, trace_id=trace_id)
 
 
 def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
@@ -33,7 +34,7 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
     not fed again (it would decide nothing the second time): its undelivered actions stay
     pending and are published first, before the offset is committed.
     """
-    pending: list[Action] = []
+    pending: list[tuple[Action, str]] = []
     fed: set[str] = set()
 
     async def handle(batch: list[Delivery]) -> list[Rejection]:
@@ -42,15 +43,17 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
         if ids != fed:
             for delivery in batch:
                 event = delivery.event
+                actions: list[Action] = []
                 if isinstance(event, PredictionMade):
-                    pending.extend(monitor.on_prediction(event))
+                    actions = monitor.on_prediction(event)
                 elif isinstance(event, RecordValidated):
-                    pending.extend(monitor.on_label(event))
+                    actions = monitor.on_label(event)
                 elif isinstance(event, ModelLifecycleChanged):
-                    pending.extend(monitor.on_lifecycle(event))
+                    actions = monitor.on_lifecycle(event)
+                pending.extend((action, delivery.envelope.trace_id) for action in actions)
             fed = ids
         while pending:
-            await publish_action(bus, pending[0])
+            await publish_action(bus, *pending[0])
             pending.pop(0)
         return []
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from contracts.base import Contract
 from contracts.events import AlertRaised, LifecycleAction, TrainingRequested
 from contracts.topics import Topic
+from services.ingestion.consumers import labeled_handler
+from services.ingestion.handlers import Ingestor
 from services.monitoring.consumers import monitor_handler
 from services.monitoring.handlers import Monitor
 from shared.consumer import Delivery
+from shared.datasets import DatasetStore
 from shared.envelope import Envelope
 from shared.errors import DependencyUnavailable
-from tests.unit.factories import demo_project, label_for, prediction
+from shared.tracing import trace_id_var
+from tests.unit.factories import demo_project, label_for, labeled, prediction
 from tests.unit.test_monitoring_logic import MODEL, lifecycle
 
 
@@ -22,18 +27,26 @@ class FlakyBus:
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.published: list[tuple[Topic, Contract]] = []
+        self.traces: list[str | None] = []
 
     async def publish(self, topic: Topic, event: Contract, key: str,
-                      ce_id: str | None = None) -> None:
+                      ce_id: str | None = None, trace_id: str | None = None) -> None:
         if self.failures:
             self.failures -= 1
             raise DependencyUnavailable(dependency="kafka", detail="broker restarting")
         self.published.append((topic, event))
+        self.traces.append(trace_id or trace_id_var.get())  # what build_headers would use
 
 
-def _delivery(event: Any, ce_id: str) -> Delivery:
-    topic = Topic.PREDICTIONS if hasattr(event, "latency_seconds") else Topic.DATA_VALIDATED
-    return Delivery(topic, event, Envelope(ce_id, "", "test", "", "0" * 32), None)  # type: ignore[arg-type]
+def _trace(ce_id: str) -> str:
+    return ce_id.encode().hex().rjust(32, "0")  # a distinct trace per input
+
+
+def _delivery(event: Any, ce_id: str, topic: Topic | None = None) -> Delivery:
+    if topic is None:
+        topic = Topic.PREDICTIONS if hasattr(event, "latency_seconds") else Topic.DATA_VALIDATED
+    return Delivery(topic, event, Envelope(ce_id, "", "test", "", _trace(ce_id)),
+                    None)  # type: ignore[arg-type]
 
 
 def _drifting_batch() -> list[Delivery]:
@@ -66,5 +79,20 @@ async def test_a_batch_retried_after_a_failed_publish_still_publishes_its_decisi
     assert isinstance(request, TrainingRequested)
     assert monitor.watches[MODEL].retrain_in_flight == request.request_id
 
+    # Both carry the trace of the label that tipped the detector, not the batch's first event.
+    assert bus.traces[0] == bus.traces[1]
+    assert bus.traces[0] in {_trace(f"l{i}") for i in range(400, 800)}
+
     await handle(batch)  # replaying the same batch again decides nothing new
     assert len(bus.published) == 2
+
+
+async def test_ingestion_publishes_each_record_in_its_own_trace(tmp_path: Path) -> None:
+    bus = FlakyBus(failures=0)
+    ingestor = Ingestor(demo_project(), DatasetStore(tmp_path))
+    handle = labeled_handler(bus, ingestor)  # type: ignore[arg-type]
+    batch = [_delivery(labeled(i), f"in-{i}", Topic.DATA_LABELED) for i in range(3)]
+    assert await handle(batch) == []
+    by_record = {event.record_id: trace  # type: ignore[attr-defined]
+                 for (_, event), trace in zip(bus.published, bus.traces, strict=True)}
+    assert by_record == {labeled(i).record_id: _trace(f"in-{i}") for i in range(3)}
