@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, client_bootstrap
 
 app = typer.Typer(help="driftloop: Kafka-native MLOps that closes the loop on drift.",
                   no_args_is_help=True)
@@ -150,7 +150,7 @@ def produce(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     from contracts.topics import Topic
 
     settings = CommonSettings()
-    bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_broker_port}"
+    bootstrap = client_bootstrap(settings)
     records = [(r.record_id, r) for r in read_records(file, dataset, label_column)]
 
     async def send() -> int:
@@ -172,7 +172,7 @@ def train(model: Annotated[str, typer.Argument(help="Model name from the project
     from contracts.topics import Topic
 
     settings = CommonSettings()
-    bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_broker_port}"
+    bootstrap = client_bootstrap(settings)
     request = TrainingRequested(request_id=f"manual-{uuid.uuid4().hex[:12]}", model=model,
                                 reason=TrainingReason.MANUAL, window=DataWindow(last=last),
                                 requested_by=os.environ.get("USER", "cli"))
@@ -196,7 +196,7 @@ def alerts_tail(from_beginning: Annotated[bool, typer.Option(
     from contracts.topics import Topic
 
     settings = CommonSettings()
-    bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_broker_port}"
+    bootstrap = client_bootstrap(settings)
 
     async def follow() -> None:
         async with follower(bootstrap, [Topic.ALERTS], settings.kafka_topic_prefix,

@@ -88,6 +88,13 @@ class CommonSettings(BaseSettings):
         return options
 
 
+def client_bootstrap(settings: CommonSettings) -> str:
+    """Where a client (the CLI) finds Kafka: the configured cluster, else the embedded broker
+    that a running `make up` listens on."""
+    return settings.kafka_bootstrap or (
+        f"{settings.embedded_broker_host}:{settings.embedded_broker_port}")
+
+
 def require_bootstrap(settings: CommonSettings) -> str:
     """The bootstrap address, failing fast with the variable to set when there is none."""
     if not settings.kafka_bootstrap:

@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from shared.errors import ConfigError
 from shared.pipelines import build_pipeline
-from shared.settings import DEV_SIGNING_KEY, CommonSettings
+from shared.settings import DEV_SIGNING_KEY, CommonSettings, client_bootstrap
 
 
 def test_the_public_dev_key_is_refused_with_a_real_cluster() -> None:
@@ -40,3 +40,9 @@ def test_the_lineage_seed_reaches_estimators_that_take_one() -> None:
     own = build_pipeline([{"estimator": "forest.ARFClassifier",
                            "params": {"n_models": 2, "seed": 7}}], seed=123)
     assert own.seed == 7
+
+
+def test_the_cli_finds_the_cluster_or_the_embedded_broker() -> None:
+    assert client_bootstrap(CommonSettings(kafka_bootstrap="kafka:9092")) == "kafka:9092"
+    assert client_bootstrap(CommonSettings(embedded_broker_host="127.0.0.2",
+                                           embedded_broker_port=19092)) == "127.0.0.2:19092"
