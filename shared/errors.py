@@ -15,6 +15,9 @@
     ├── Conflict                    (→ 409)
     │   ├── PromotionRefused
     │   └── ModelNotReady
+    ├── AuthError                   the caller may not do this (→ 401 / 403)
+    │   ├── Unauthenticated         no valid bearer token
+    │   └── Forbidden               a valid token whose role is too weak
     ├── ArtifactIntegrityError      bytes do not match digest or signature: never loaded
     └── DependencyUnavailable       retryable: back off and try again
 
@@ -98,6 +101,18 @@ class PromotionRefused(Conflict):
 
 class ModelNotReady(Conflict):
     template = "model {model!r} has no version serving yet"
+
+
+class AuthError(DriftloopError):
+    """The caller is not known, or not allowed; the message never holds a token."""
+
+
+class Unauthenticated(AuthError):
+    template = "{detail}"
+
+
+class Forbidden(AuthError):
+    template = "{detail}"
 
 
 class ArtifactIntegrityError(DriftloopError):

@@ -16,11 +16,15 @@ from shared.errors import (
     Conflict,
     DependencyUnavailable,
     DriftloopError,
+    Forbidden,
     InvalidInput,
     NotFound,
+    Unauthenticated,
 )
 
 STATUS_BY_ERROR: tuple[tuple[type[DriftloopError], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (InvalidInput, 422),
     (NotFound, 404),
     (Conflict, 409),
@@ -55,7 +59,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_driftloop_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DriftloopError)
         fields = exc.errors if isinstance(exc, InvalidInput) else None
-        return error_response(status_for(exc), type(exc).__name__, str(exc), fields)
+        response = error_response(status_for(exc), type(exc).__name__, str(exc), fields)
+        if isinstance(exc, Unauthenticated):  # RFC 6750: say which scheme would do
+            response.headers["WWW-Authenticate"] = 'Bearer realm="driftloop"'
+        return response
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

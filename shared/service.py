@@ -19,6 +19,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.auth import Authenticator
 from shared.broker import EmbeddedBroker
 from shared.bus import Bus
 from shared.consumer import ConsumerReset
@@ -39,6 +40,7 @@ class Runtime:
         self.name = name
         self.settings = settings
         self.bus = Bus(settings, name)
+        self.auth = Authenticator.from_settings(settings)  # the HTTP door's tokens and roles
         self.stopping = asyncio.Event()
         self.ready = False
         self.checks: dict[str, Callable[[], bool]] = {}
@@ -142,7 +144,7 @@ def build_app(name: str, settings: CommonSettings,
         ok, checks = runtime.is_ready()
         return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], dependencies=runtime.auth.reads)
     async def metrics() -> Response:
         """Prometheus exposition."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.tokens import TokenEntry
 
 DEV_SIGNING_KEY = "driftloop-dev-signing-key"
 
@@ -57,6 +58,23 @@ class CommonSettings(BaseSettings):
     """Interface this service's HTTP server binds."""
     log_level: str = "INFO"
     """Root log level."""
+
+    # -- HTTP auth (shared/auth.py): tokens are stored as sha256, never as themselves --
+    auth_tokens: list[TokenEntry] = Field(default_factory=list)
+    """Accepted tokens, JSON: [{"name": "alice", "role": "operator", "sha256": "<hex>"}]
+    (`driftloop token create` prints an entry). Roles: viewer < operator < admin."""
+    auth_tokens_file: Path | None = None
+    """A JSON file holding more entries of the same form (a mounted secret, say)."""
+    auth_open_reads: bool = True
+    """Read-only endpoints (and /metrics) answer without a token; false: they need viewer."""
+    auth_open_predict: bool = True
+    """Serving's predict answers without a token; false: it needs viewer."""
+    auth_local_admin_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """Digest of `driftloop up`'s local admin token (<data_dir>/secrets/admin.token); `up`
+    sets it for the services it starts."""
+    token: SecretStr | None = None
+    """The token this process presents to driftloop services (the CLI; a service calling
+    the registry when reads are closed). Unset: <data_dir>/secrets/admin.token if present."""
 
     def signing_key_bytes(self) -> bytes:
         """The artifact signing key, refused when it is unsafe for the cluster in use.

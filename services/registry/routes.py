@@ -1,21 +1,28 @@
-"""The registry's REST API: parse, call the handler, publish, answer."""
+"""The registry's REST API: parse, call the handler, publish, answer.
+
+Promote and rollback need an operator token and record its owner as the actor; reads are
+open unless DRIFTLOOP_AUTH_OPEN_READS=false (then they need viewer).
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from contracts.events import ModelLifecycleChanged
 from contracts.http import AuditEntry, ModelVersionView, ModelView, PromoteRequest, RollbackRequest
 from contracts.topics import Topic
 from services.registry.handlers import Registry
+from shared.auth import AUTH_RESPONSES, Principal, Role
 from shared.errors import ModelNotReady
 from shared.service import Runtime
 
 
 def build_router(registry: Registry, runtime: Runtime) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["registry"])
+    router = APIRouter(prefix="/v1", tags=["registry"], dependencies=runtime.auth.reads,
+                       responses=AUTH_RESPONSES if runtime.auth.reads else None)
+    operator = Depends(runtime.auth.require(Role.OPERATOR))
 
     async def publish(events: list[ModelLifecycleChanged]) -> None:
         for event in events:
@@ -63,18 +70,18 @@ def build_router(registry: Registry, runtime: Runtime) -> APIRouter:
         registry.champion(model)
         return registry.store.audit_log(model)
 
-    @router.post("/models/{model}/promote")
-    async def promote(model: str, body: PromoteRequest) -> ModelVersionView:
-        """Make a version champion by hand (audited)."""
+    @router.post("/models/{model}/promote", responses=AUTH_RESPONSES)
+    async def promote(model: str, body: PromoteRequest, caller: Principal = operator) -> ModelVersionView:
+        """Make a version champion by hand (operator; audited with the token's owner)."""
         events = await asyncio.to_thread(registry.promote, model, body.version, body.reason,
-                                         body.actor)
+                                         caller.name)
         await publish(events)
         return registry.store.get(model, body.version)
 
-    @router.post("/models/{model}/rollback")
-    async def rollback(model: str, body: RollbackRequest) -> ModelVersionView:
-        """Restore the previous champion (audited)."""
-        events = await asyncio.to_thread(registry.rollback, model, body.reason, body.actor)
+    @router.post("/models/{model}/rollback", responses=AUTH_RESPONSES)
+    async def rollback(model: str, body: RollbackRequest, caller: Principal = operator) -> ModelVersionView:
+        """Restore the previous champion (operator; audited with the token's owner)."""
+        events = await asyncio.to_thread(registry.rollback, model, body.reason, caller.name)
         await publish(events)
         return registry.store.get(model, events[0].version)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,10 +20,12 @@ from tests.unit.factories import PROJECT_FILE, demo_project, model_trained
 
 MODEL = "loans-tree"
 BASE = f"/v1/models/{MODEL}"
+TOKEN = "dl_registry-routes-operator-token"  # the body checks below run for an operator
 
 @pytest.fixture
 def settings(tmp_path: Path) -> RegistrySettings:
-    return RegistrySettings(config=PROJECT_FILE, data_dir=tmp_path)
+    return RegistrySettings(config=PROJECT_FILE, data_dir=tmp_path, auth_tokens=[
+        {"name": "op", "role": "operator", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}])
 
 
 def record(settings: RegistrySettings, *events: Any) -> None:
@@ -41,7 +44,8 @@ async def open_client(settings: RegistrySettings) -> AsyncIterator[httpx.AsyncCl
     # ASGITransport does not run the lifespan: no Kafka, no consumer, only the API.
     app = create_app(settings)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://registry") as client:
+                                 base_url="http://registry",
+                                 headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield client
 
 
