@@ -22,6 +22,8 @@ HTTP_PAYLOADS: tuple[type[Contract], ...] = (
     http.ModelVersionView,
     http.PromoteRequest,
     http.RollbackRequest,
+    http.TrainRequest,
+    http.TrainAccepted,
     http.AuditEntry,
 )
 

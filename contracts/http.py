@@ -123,7 +123,9 @@ class PromoteRequest(StrictContract):
     version: int = Field(ge=1, description="Version to make champion.", examples=[1])
     reason: str = Field(min_length=1, description="Why, for the audit trail.",
                         examples=["roll forward after incident review"])
-    actor: str = Field(default="api", description="Who is acting.", examples=["alice"])
+    actor: str | None = Field(default=None, deprecated=True, description="Ignored, kept so "
+                              "older clients are not refused: the audit log's actor is the "
+                              "owner of the bearer token.", examples=[None])
 
 
 class RollbackRequest(StrictContract):
@@ -131,7 +133,29 @@ class RollbackRequest(StrictContract):
 
     reason: str = Field(min_length=1, description="Why, for the audit trail.",
                         examples=["v3 misbehaves on EU traffic"])
-    actor: str = Field(default="api", description="Who is acting.", examples=["alice"])
+    actor: str | None = Field(default=None, deprecated=True, description="Ignored, kept so "
+                              "older clients are not refused: the audit log's actor is the "
+                              "owner of the bearer token.", examples=[None])
+
+
+class TrainRequest(StrictContract):
+    """Body of a manual training request (POST /v1/models/{model}/train on training)."""
+
+    last: int | None = Field(default=None, ge=1, le=10_000_000, description="Train on at most "
+                             "this many of the newest records; unset: all of them.",
+                             examples=[2000])
+    reason: str | None = Field(default=None, max_length=1000, description="Why, kept as the "
+                               "request's evidence.", examples=["new features landed"])
+
+
+class TrainAccepted(Contract):
+    """Answer to a manual training request: it is queued on training.requests."""
+
+    request_id: str = Field(description="Id of the queued request; the trained version "
+                            "carries it.", examples=["manual-3f2a9c1d0b7e"])
+    model: str = Field(description="Model name.", examples=["loans-tree"])
+    requested_by: str = Field(description="Owner of the token that asked.",
+                              examples=["alice"])
 
 
 class AuditEntry(Contract):
@@ -141,5 +165,6 @@ class AuditEntry(Contract):
     version: int = Field(description="Version concerned.", examples=[2])
     action: str = Field(description="Lifecycle action.", examples=["promoted"])
     reason: str = Field(description="Why.", examples=["first version of the model"])
-    actor: str = Field(description="policy or a person.", examples=["policy"])
+    actor: str = Field(description="policy, or the owner of the token that acted.",
+                       examples=["policy"])
     at: datetime = Field(description="When.", examples=["2026-11-22T10:07:01Z"])

@@ -30,6 +30,8 @@ from shared.tokens import MAX_TOKEN_LENGTH, Principal, Role, TokenEntry, digest,
 if TYPE_CHECKING:
     from shared.settings import CommonSettings
 
+__all__ = ["AUTH_RESPONSES", "Authenticator", "Principal", "Role"]
+
 logger = logging.getLogger(__name__)
 
 HOW_TO_CONFIGURE = ("create one with `driftloop token create NAME --role operator` and set "
@@ -37,6 +39,8 @@ HOW_TO_CONFIGURE = ("create one with `driftloop token create NAME --role operato
 
 _bearer = HTTPBearer(auto_error=False, description="A driftloop token: `driftloop token "
                      "create NAME --role ROLE`, or the local admin token of `driftloop up`.")
+
+_bearer_credentials = Depends(_bearer)
 
 Guard = Callable[..., Awaitable[Principal]]
 
@@ -81,7 +85,7 @@ class Authenticator:
         """A FastAPI dependency: the caller's Principal, if its role is `role` or above."""
 
         async def guard(request: Request, credentials: HTTPAuthorizationCredentials | None
-                        = Depends(_bearer)) -> Principal:
+                        = _bearer_credentials) -> Principal:
             action = f"{request.method} {request.url.path}"
             try:
                 principal = self.authenticate(credentials.credentials if credentials else None)
@@ -110,7 +114,7 @@ class Authenticator:
 
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorDetail, "description": "No valid bearer token (the body says why; `WWW-Authenticate: "
-                         "Bearer`)."},
+    401: {"model": ErrorDetail,
+          "description": "No valid bearer token; the body says why (`WWW-Authenticate: Bearer`)."},
     403: {"model": ErrorDetail, "description": "The token's role is too weak for this endpoint."},
 }

@@ -31,14 +31,14 @@ def create_app(settings: MonitoringSettings) -> FastAPI:
         runtime.spawn("load-champions", bootstrap)
         runtime.checks["consumer_assigned"] = consumer.assigned.is_set
 
-    app, _ = build_app("monitoring", settings, on_start, title="driftloop monitoring")
+    app, runtime = build_app("monitoring", settings, on_start, title="driftloop monitoring")
 
-    @app.get("/v1/alerts", tags=["monitoring"])
+    @app.get("/v1/alerts", tags=["monitoring"], dependencies=runtime.auth.reads)
     async def alerts() -> list[AlertRaised]:
         """The most recent alerts this instance raised or resolved, oldest first."""
         return list(monitor.alerts)
 
-    @app.get("/v1/status", tags=["monitoring"])
+    @app.get("/v1/status", tags=["monitoring"], dependencies=runtime.auth.reads)
     async def status() -> dict[str, object]:
         """Per model: version watched, labeled samples, error rate, firing alerts."""
         return {name: {"version": w.concept.version, "labeled": w.concept.samples,

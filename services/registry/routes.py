@@ -71,7 +71,8 @@ def build_router(registry: Registry, runtime: Runtime) -> APIRouter:
         return registry.store.audit_log(model)
 
     @router.post("/models/{model}/promote", responses=AUTH_RESPONSES)
-    async def promote(model: str, body: PromoteRequest, caller: Principal = operator) -> ModelVersionView:
+    async def promote(model: str, body: PromoteRequest,
+                      caller: Principal = operator) -> ModelVersionView:
         """Make a version champion by hand (operator; audited with the token's owner)."""
         events = await asyncio.to_thread(registry.promote, model, body.version, body.reason,
                                          caller.name)
@@ -79,7 +80,8 @@ def build_router(registry: Registry, runtime: Runtime) -> APIRouter:
         return registry.store.get(model, body.version)
 
     @router.post("/models/{model}/rollback", responses=AUTH_RESPONSES)
-    async def rollback(model: str, body: RollbackRequest, caller: Principal = operator) -> ModelVersionView:
+    async def rollback(model: str, body: RollbackRequest,
+                       caller: Principal = operator) -> ModelVersionView:
         """Restore the previous champion (operator; audited with the token's owner)."""
         events = await asyncio.to_thread(registry.rollback, model, body.reason, caller.name)
         await publish(events)

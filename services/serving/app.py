@@ -46,6 +46,6 @@ def create_app(settings: ServingSettings) -> FastAPI:
     async def on_stop(runtime: Runtime) -> None:
         await outbox.stop()
 
-    app, _ = build_app("serving", settings, on_start, on_stop, "driftloop serving")
-    app.include_router(build_router(predictor))
+    app, runtime = build_app("serving", settings, on_start, on_stop, "driftloop serving")
+    app.include_router(build_router(predictor, runtime.auth))
     return app

@@ -1,4 +1,9 @@
-"""The inference API: parse the raw body, call the predictor, answer with orjson."""
+"""The inference API: parse the raw body, call the predictor, answer with orjson.
+
+Predict is open unless DRIFTLOOP_AUTH_OPEN_PREDICT=false, the model list unless
+DRIFTLOOP_AUTH_OPEN_READS=false (then each needs a viewer token); serving changes no state
+over HTTP.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from contracts.http import (
     PredictResponse,
 )
 from services.serving.handlers import Predictor
+from shared.auth import AUTH_RESPONSES, Authenticator
 from shared.errors import InvalidFeatures
 from shared.http_errors import json_response
 from shared.records import describe
@@ -41,10 +47,12 @@ def _parse(body: bytes) -> tuple[list[dict[str, Any]], list[str], bool]:
         raise InvalidFeatures(detail=describe(problems), errors=problems) from None
 
 
-def build_router(predictor: Predictor) -> APIRouter:
+def build_router(predictor: Predictor, auth: Authenticator | None = None) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["inference"])
+    auth = auth or Authenticator([])  # open reads and predict: what the unit tests build
 
     @router.post("/models/{model}/predict", response_model=PredictResponse | BatchPredictResponse,
+                 dependencies=auth.predict, responses=AUTH_RESPONSES if auth.predict else None,
                  openapi_extra={"requestBody": {"content": {"application/json": {"schema": {
                      "oneOf": [PredictRequest.model_json_schema(),
                                BatchPredictRequest.model_json_schema()]}}}, "required": True}})
@@ -62,7 +70,8 @@ def build_router(predictor: Predictor) -> APIRouter:
                                    prediction_id=item.prediction_id)
         return json_response(body.model_dump())
 
-    @router.get("/models")
+    @router.get("/models", dependencies=auth.reads,
+                responses=AUTH_RESPONSES if auth.reads else None)
     async def loaded() -> list[dict[str, Any]]:
         """The versions being served."""
         return [{"model": m.name, "version": m.version, "digest": m.digest,

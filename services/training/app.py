@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from contracts.topics import Topic
 from services.training.consumers import request_handler, validated_handler
 from services.training.handlers import Trainer
+from services.training.routes import build_router
 from services.training.settings import TrainingSettings
 from shared.artifacts import ArtifactStore
 from shared.consumer import Consumer
@@ -31,5 +32,6 @@ def create_app(settings: TrainingSettings) -> FastAPI:
         runtime.checks["consumers_assigned"] = lambda: (requests.assigned.is_set()
                                                         and validated.assigned.is_set())
 
-    app, _ = build_app("training", settings, on_start)
+    app, runtime = build_app("training", settings, on_start)
+    app.include_router(build_router(trainer.project, runtime))
     return app
