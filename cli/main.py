@@ -11,18 +11,20 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from cli.control import register as register_control_commands
 from shared.settings import CommonSettings, client_bootstrap
+from shared.tokens import admin_token_path
 
 app = typer.Typer(help="driftloop: Kafka-native MLOps that closes the loop on drift.",
                   no_args_is_help=True)
 alerts_app = typer.Typer(help="Follow alerts.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+register_control_commands(app)  # token create, promote, rollback, train: over HTTP, with a token
 
 SERVICE_NAMES = ("ingestion", "training", "registry", "serving", "monitoring")
 
@@ -85,6 +87,9 @@ def up(colour: Annotated[bool, typer.Option(help="Colour the log lines.")] = Tru
              f"{'  (embedded broker, memory only)' if platform.broker else ''}")
         for name in ("serving", "registry", "ingestion", "training", "monitoring"):
             _out(f"  {name:<16} {platform.url(name)}   (/docs /metrics /healthz /readyz)")
+        token = admin_token_path(settings.data_dir).resolve()
+        _out(f"  Admin token      {token}  (the CLI uses it by itself; curl -H "
+             f"\"Authorization: Bearer $(cat {token})\" …)")
         _out("  Try: driftloop produce FILE --dataset loans ; driftloop alerts tail")
         _out("Press Ctrl-C to stop.")
         while not stop.is_set():
@@ -160,30 +165,6 @@ def produce(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
 
     _out(f"published {asyncio.run(send())} records to "
          f"{Topic.DATA_LABELED.qualified(settings.kafka_topic_prefix)} on {bootstrap}")
-
-
-@app.command()
-def train(model: Annotated[str, typer.Argument(help="Model name from the project file.")],
-          last: Annotated[int | None, typer.Option(help="Train on the newest N records.")] = None,
-          ) -> None:
-    """Request a training run by hand."""
-    from cli.kafka_io import producer, send_all
-    from contracts.events import DataWindow, TrainingReason, TrainingRequested
-    from contracts.topics import Topic
-
-    settings = CommonSettings()
-    bootstrap = client_bootstrap(settings)
-    request = TrainingRequested(request_id=f"manual-{uuid.uuid4().hex[:12]}", model=model,
-                                reason=TrainingReason.MANUAL, window=DataWindow(last=last),
-                                requested_by=os.environ.get("USER", "cli"))
-
-    async def send() -> None:
-        async with producer(bootstrap, settings.kafka_client_options()) as client:
-            await send_all(client, Topic.TRAINING_REQUESTS.qualified(settings.kafka_topic_prefix),
-                           [(model, request)])
-
-    asyncio.run(send())
-    _out(f"requested {request.request_id}")
 
 
 @alerts_app.command("tail")

@@ -20,6 +20,7 @@ import httpx
 
 from shared.broker import EmbeddedBroker, free_port
 from shared.processes import terminate
+from shared.tokens import local_admin_env
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Platform:
     def _child_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.env)
+        env.update(local_admin_env(self.data_dir))  # services accept the data dir's admin token
         env.update({
             "DRIFTLOOP_CONFIG": str(self.config.resolve()),
             "DRIFTLOOP_DATA_DIR": str(self.data_dir.resolve()),
