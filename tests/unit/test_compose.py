@@ -46,6 +46,11 @@ ENV_PREFIX = "DRIFTLOOP_"
 DRIFTLOOP_NAME = re.compile(r"\bDRIFTLOOP_[A-Z0-9_]+")
 INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 TEST_SIGNING_KEY = "compose-test-signing-key"
+TEST_TOKENS = '[{"name": "alice", "role": "operator", "sha256": "' + "ab" * 32 + '"}]'
+# What .env must hold: compose refuses to start without each (no default for a secret).
+REQUIRED_SECRETS = {"DRIFTLOOP_SIGNING_KEY": TEST_SIGNING_KEY, "POSTGRES_PASSWORD": "pg-secret",
+                    "DRIFTLOOP_AUTH_TOKENS": TEST_TOKENS}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|SIGNING_KEY|AUTH_TOKENS$|_TOKEN$")
 
 
 # --- what the code reads --------------------------------------------------------------
@@ -132,16 +137,24 @@ def interpolate(value: str, env: Mapping[str, str]) -> str:
     return INTERPOLATION.sub(replace, value.replace("$$", "\0")).replace("\0", "$")
 
 
-def published_ports(service: Mapping[str, Any]) -> list[tuple[int, int]]:
-    """(host port, container port) pairs of a service, short or long syntax."""
-    pairs: list[tuple[int, int]] = []
+def published_bindings(service: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+    """(host interface, host port, container port) of a service, short or long syntax; an
+    interface left out is compose's default, every interface (0.0.0.0)."""
+    bindings: list[tuple[str, int, int]] = []
     for entry in service.get("ports", []):
         if isinstance(entry, dict):
-            pairs.append((int(entry["published"]), int(entry["target"])))
+            bindings.append((str(entry.get("host_ip", "0.0.0.0")), int(entry["published"]),
+                             int(entry["target"])))
         else:
-            *_, host, container = str(entry).split("/")[0].split(":")
-            pairs.append((int(host), int(container)))
-    return pairs
+            *interface, host, container = str(entry).split("/")[0].split(":")
+            bindings.append((interface[0] if interface else "0.0.0.0", int(host),
+                             int(container)))
+    return bindings
+
+
+def published_ports(service: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """(host port, container port) pairs of a service."""
+    return [(host, container) for _, host, container in published_bindings(service)]
 
 
 def scrape_targets() -> dict[str, tuple[str, list[str]]]:
@@ -208,8 +221,8 @@ def test_settings_built_from_compose_env(services: dict[str, Any], name: str,
     for key in list(os.environ):
         if key.upper().startswith(ENV_PREFIX):
             monkeypatch.delenv(key)
-    host_env = {"DRIFTLOOP_SIGNING_KEY": TEST_SIGNING_KEY}
-    env = {key: interpolate(value, host_env) for key, value in environment(services[name]).items()}
+    env = {key: interpolate(value, REQUIRED_SECRETS)
+           for key, value in environment(services[name]).items()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
 
@@ -219,14 +232,34 @@ def test_settings_built_from_compose_env(services: dict[str, Any], name: str,
     assert settings.signing_key.get_secret_value() == TEST_SIGNING_KEY
     assert settings.kafka_bootstrap == env["DRIFTLOOP_KAFKA_BOOTSTRAP"]
     assert str(settings.data_dir) == env["DRIFTLOOP_DATA_DIR"]
+    assert [e.model_dump(mode="json") for e in settings.auth_tokens] == json.loads(TEST_TOKENS)
+    assert settings.auth_open_reads and settings.auth_open_predict
 
 
-def test_signing_key_is_required(services: dict[str, Any]) -> None:
+@pytest.mark.parametrize("variable", ["DRIFTLOOP_SIGNING_KEY", "DRIFTLOOP_AUTH_TOKENS"])
+def test_signing_key_and_tokens_are_required(services: dict[str, Any], variable: str) -> None:
     for name in SERVICES:
-        value = environment(services[name])["DRIFTLOOP_SIGNING_KEY"]
-        with pytest.raises(LookupError):
-            interpolate(value, {})  # compose refuses to start without the key
-        assert interpolate(value, {"DRIFTLOOP_SIGNING_KEY": "k"}) == "k"
+        value = environment(services[name])[variable]
+        with pytest.raises(LookupError, match=variable):
+            interpolate(value, {})  # compose refuses to start without them
+        assert interpolate(value, {variable: "k"}) == "k"
+
+
+def test_no_secret_is_written_in_the_file(services: dict[str, Any]) -> None:
+    """Every password, key and token comes from the environment (.env), with no default."""
+    checked = 0
+    for name, service in services.items():
+        for key, value in environment(service).items():
+            secret_values = [value] if SECRET_NAME.search(key) else []
+            in_url = re.search(r"://[^:/@]+:(.+)@[^@]+$", value)  # a URL's password
+            if in_url:
+                secret_values.append(in_url[1])
+            for secret in filter(None, secret_values):
+                checked += 1
+                with pytest.raises(LookupError):
+                    interpolate(secret, {})
+                assert interpolate(secret, REQUIRED_SECRETS) != secret, (name, key)
+    assert checked >= 2 * len(SERVICES) + 2
 
 
 def test_addresses_point_at_the_services_that_answer(services: dict[str, Any]) -> None:
@@ -240,8 +273,10 @@ def test_addresses_point_at_the_services_that_answer(services: dict[str, Any]) -
         registry = urlsplit(env["DRIFTLOOP_REGISTRY_URL"])
         assert (registry.hostname, registry.port) == ("registry", registry_port), name
 
-    url = make_url(environment(services["registry"])["DRIFTLOOP_DATABASE_URL"])
-    postgres_env = environment(services["postgres"])
+    url = make_url(interpolate(environment(services["registry"])["DRIFTLOOP_DATABASE_URL"],
+                               REQUIRED_SECRETS))
+    postgres_env = {key: interpolate(value, REQUIRED_SECRETS)
+                    for key, value in environment(services["postgres"]).items()}
     assert url.drivername == "postgresql+psycopg2" and url.host == "postgres"
     assert (url.username, url.password, url.database) == (
         postgres_env["POSTGRES_USER"], postgres_env["POSTGRES_PASSWORD"],
@@ -271,11 +306,19 @@ def test_data_dir_is_one_shared_volume_and_the_project_file_is_mounted(
 
 # --- ports and scraping ---------------------------------------------------------------
 
+# What a user reaches from the host; ingestion has no API (health and metrics only).
+PUBLISHED = {"serving", "registry", "training", "monitoring"}
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_port_is_published_health_checked_and_scraped(services: dict[str, Any],
                                                       name: str) -> None:
     port = int(environment(services[name])[port_variable(name)])
-    assert (port, port) in published_ports(services[name]), f"{name} does not publish {port}"
+    published = published_ports(services[name])
+    if name in PUBLISHED:
+        assert published == [(port, port)], f"{name} does not publish {port}"
+    else:
+        assert published == [], f"{name} is published though no user needs it"
     assert f"127.0.0.1:{port}/healthz" in str(services[name]["healthcheck"]["test"])
     scraping = {job: path for job, (path, targets) in scrape_targets().items()
                 if f"{name}:{port}" in targets}
@@ -284,6 +327,14 @@ def test_port_is_published_health_checked_and_scraped(services: dict[str, Any],
     other = [t for _, targets in scrape_targets().values() for t in targets
              if t.split(":")[0] == name and t != f"{name}:{port}"]
     assert not other, f"Prometheus scrapes {name} on a port it does not serve: {other}"
+
+
+def test_ports_are_published_on_loopback_only(services: dict[str, Any]) -> None:
+    published = {name for name, service in services.items() if published_bindings(service)}
+    assert published == PUBLISHED | {"kafka", "prometheus"}, "postgres must stay unpublished"
+    for name, service in services.items():
+        for interface, host, _ in published_bindings(service):
+            assert interface == "127.0.0.1", f"{name} publishes {host} on {interface}"
 
 
 def test_scraped_paths_are_served() -> None:
