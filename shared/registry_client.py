@@ -1,4 +1,10 @@
-"""Asking the registry for a model's champion (serving, training and monitoring do)."""
+"""Asking the registry for a model's champion (serving, training and monitoring do).
+
+When the registry's reads are closed (DRIFTLOOP_AUTH_OPEN_READS=false) the services present
+a token: `present_token` is called once per process at start (shared/service.py) with the
+process's own (DRIFTLOOP_TOKEN, a viewer token is enough; or the local admin token of
+`driftloop up`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,14 @@ from shared.tracing import current_traceparent
 
 logger = logging.getLogger(__name__)
 
+_auth_headers: dict[str, str] = {}
+
+
+def present_token(headers: dict[str, str]) -> None:
+    """Send these Authorization headers on every registry call of this process."""
+    _auth_headers.clear()
+    _auth_headers.update(headers)
+
 
 async def fetch_champion(registry_url: str, model: str,
                          timeout: float = 5.0) -> ModelVersionView | None:
@@ -21,11 +35,16 @@ async def fetch_champion(registry_url: str, model: str,
     url = f"{registry_url.rstrip('/')}/v1/models/{model}/champion"
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.get(url, headers={"traceparent": current_traceparent()})
+            response = await client.get(url, headers={"traceparent": current_traceparent(),
+                                                      **_auth_headers})
     except httpx.HTTPError as exc:
         raise DependencyUnavailable(dependency="registry", detail=f"{url}: {exc}") from exc
     if response.status_code == 409:
         return None
+    if response.status_code in (401, 403):  # retried, and said: a setting to fix, not a crash
+        raise DependencyUnavailable(dependency="registry", detail=f"{url} refused this "
+                                    f"service's token ({response.status_code}): set "
+                                    "DRIFTLOOP_TOKEN to a viewer token the registry accepts")
     if response.status_code == 404:
         # The registry's project file does not declare the model: retrying cannot help.
         logger.error("the registry does not know model %s: %s", model, response.text[:200])

@@ -25,7 +25,9 @@ from shared.bus import Bus
 from shared.consumer import ConsumerReset
 from shared.http_errors import install_error_handlers, json_response
 from shared.logs import configure_logging
+from shared.registry_client import present_token
 from shared.settings import CommonSettings
+from shared.tokens import auth_headers
 from shared.tracing import new_trace_id, parse_traceparent, trace_id_var
 
 logger = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ def build_app(name: str, settings: CommonSettings,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        present_token(auth_headers(settings))  # for the registry's reads, when closed
         await runtime.bus.start()
         runtime.spawn("topic-guard", runtime.bus.guard_topics)
         await on_start(runtime)

@@ -109,7 +109,7 @@ def local_admin_env(data_dir: Path) -> dict[str, str]:
 def client_token(settings: CommonSettings) -> str | None:
     """The token a client presents: DRIFTLOOP_TOKEN, else the local admin token in the data
     directory (written by `driftloop up`), else none."""
-    if settings.token is not None:
+    if settings.token is not None and settings.token.get_secret_value():
         return settings.token.get_secret_value()
     path = admin_token_path(settings.data_dir)
     return read_token_file(path) if path.is_file() else None

@@ -183,3 +183,26 @@ def test_the_local_admin_token_works_and_every_actor_is_the_tokens_owner(
     assert "refused POST" in logs
     for secret in (*TOKENS.values(), token_file.read_text().strip()):
         assert secret not in logs
+
+
+def test_closed_reads_need_a_viewer_and_the_services_still_read_the_registry(
+        platform_factory: PlatformFactory) -> None:
+    """With reads and predict closed, serving and monitoring must present a token to read the
+    registry's champions: the platform only becomes ready if they do."""
+    entries = [{"name": OWNERS[role], "role": role, "sha256": digest(token)}
+               for role, token in TOKENS.items()]
+    closed = platform_factory(env={"DRIFTLOOP_AUTH_TOKENS": json.dumps(entries),
+                                   "DRIFTLOOP_AUTH_OPEN_READS": "false",
+                                   "DRIFTLOOP_AUTH_OPEN_PREDICT": "false"})
+    reads = [("GET", "registry", "/v1/models"), ("GET", "registry", f"/v1/models/{MODEL}/audit"),
+             ("GET", "monitoring", "/v1/alerts"), ("GET", "serving", "/v1/models"),
+             ("GET", "ingestion", "/metrics"), ("POST", "serving", f"/v1/models/{MODEL}/predict")]
+    for method, service, path in reads:
+        url = f"{closed.url(service)}{path}"
+        anonymous = httpx.request(method, url, json={"features": {}}, timeout=10)
+        assert anonymous.status_code == 401, (service, path, anonymous.text)
+        viewer = httpx.request(method, url, json={"features": {}},
+                               headers=bearer(TOKENS["viewer"]), timeout=10)
+        assert viewer.status_code not in (401, 403), (service, path, viewer.text)
+    for service in SERVICES:
+        assert httpx.get(f"{closed.url(service)}/healthz", timeout=10).status_code == 200
