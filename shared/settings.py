@@ -22,7 +22,10 @@ DEV_SIGNING_KEY = "driftloop-dev-signing-key"
 class CommonSettings(BaseSettings):
     """What every driftloop process reads."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_", extra="ignore")
+    # Settings hold secrets (a raw token pasted where its digest belongs, say): a validation
+    # error names the variable and the rule, never the value.
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     config: Path = Field(default=Path("driftloop.toml"))
     """Project file declaring datasets, models, monitors and policies."""

@@ -45,7 +45,7 @@ class Role(StrEnum):
 class TokenEntry(BaseModel):
     """One accepted token as settings hold it: its owner, role and sha256 (never the token)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
                       description="Owner, written to the audit log as the actor.")
