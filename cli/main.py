@@ -24,7 +24,6 @@ app = typer.Typer(help="driftloop: Kafka-native MLOps that closes the loop on dr
                   no_args_is_help=True)
 alerts_app = typer.Typer(help="Follow alerts.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
-register_control_commands(app)  # token create, promote, rollback, train: over HTTP, with a token
 
 SERVICE_NAMES = ("ingestion", "training", "registry", "serving", "monitoring")
 
@@ -202,6 +201,9 @@ def export_schemas() -> None:
     from contracts.export import main as export
 
     raise typer.Exit(export())
+
+
+register_control_commands(app)  # token create, promote, rollback, train: over HTTP, with a token
 
 
 def main() -> None:

@@ -57,7 +57,14 @@ class Authenticator:
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> Authenticator:
-        return cls(load_tokens(settings), open_reads=settings.auth_open_reads,
+        tokens = load_tokens(settings)
+        if tokens:
+            logger.info("accepting %d token(s): %s", len(tokens),
+                        ", ".join(f"{t.name} ({t.role.value})" for t in tokens))
+        else:
+            logger.warning("no API token configured: every call that changes state will be "
+                           "refused; %s", HOW_TO_CONFIGURE)
+        return cls(tokens, open_reads=settings.auth_open_reads,
                    open_predict=settings.auth_open_predict)
 
     def authenticate(self, token: str | None) -> Principal:
