@@ -102,7 +102,11 @@ def read_token_file(path: Path) -> str:
 def local_admin_env(data_dir: Path) -> dict[str, str]:
     """Environment that makes the services `up` starts accept its local admin token: only the
     digest travels, the token stays in its file."""
-    token = read_token_file(ensure_local_admin_token(data_dir))
+    path = ensure_local_admin_token(data_dir)
+    token = read_token_file(path)
+    if len(token) < 32:
+        raise ConfigError(detail=f"{path} holds no usable token (empty or cut short): delete "
+                          "it and start again to get a new one")
     return {"DRIFTLOOP_AUTH_LOCAL_ADMIN_SHA256": digest(token)}
 
 

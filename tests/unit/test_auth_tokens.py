@@ -23,6 +23,7 @@ from shared.tokens import (
     digest,
     ensure_local_admin_token,
     load_tokens,
+    local_admin_env,
     new_token,
 )
 
@@ -138,3 +139,10 @@ def test_a_token_refused_says_why_without_the_token() -> None:
     with pytest.raises(Unauthenticated) as error:
         auth.authenticate(ALICE + "x")
     assert ALICE not in str(error.value)
+
+
+def test_an_empty_local_admin_token_file_is_refused(tmp_path: Path) -> None:
+    path = ensure_local_admin_token(tmp_path)
+    path.write_text("\n")
+    with pytest.raises(ConfigError, match="no usable token"):
+        local_admin_env(tmp_path)
