@@ -93,7 +93,8 @@ class Authenticator:
 
         async def guard(request: Request, credentials: HTTPAuthorizationCredentials | None
                         = _bearer_credentials) -> Principal:
-            action = f"{request.method} {request.url.path}"
+            path = request.url.path  # the caller chose it: bounded before it is echoed
+            action = f"{request.method} {path if len(path) <= 200 else path[:200] + '…'}"
             try:
                 principal = self.authenticate(credentials.credentials if credentials else None)
             except Unauthenticated as exc:
@@ -104,6 +105,8 @@ class Authenticator:
                                principal.role.value, role.value)
                 raise Forbidden(detail=f"token {principal.name!r} has role "
                                 f"{principal.role.value}; {action} needs {role.value} or above")
+            if role.rank >= Role.OPERATOR.rank:  # who changed state, beside the audit log
+                logger.info("%s by %s (%s)", action, principal.name, principal.role.value)
             return principal
 
         return guard
