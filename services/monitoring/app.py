@@ -17,7 +17,9 @@ from shared.service import Runtime, build_app
 
 
 def create_app(settings: MonitoringSettings) -> FastAPI:
-    monitor = Monitor(load_project(settings.config))
+    monitor = Monitor(load_project(settings.config),
+                      max_pending_predictions=settings.max_pending_predictions,
+                      max_pending_labels=settings.max_pending_labels)
 
     async def on_start(runtime: Runtime) -> None:
         consumer = Consumer(runtime.bus, settings.group_id,
