@@ -27,8 +27,10 @@ def shown(value: Any) -> str:
     """`repr(value)`, bounded (repr of a huge int may not even exist: Python refuses to
     print integers of more than 4,300 digits)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        digits = int(value.bit_length() * math.log10(2)) + 1
-        return f"an integer of about {digits:,} digits"
+        digits = int((value.bit_length() - 1) * math.log10(2))  # a lower bound, off by ≤ 1
+        while abs(value) >= 10 ** digits:
+            digits += 1
+        return f"an integer of {digits:,} digits"
     text = repr(value)
     if len(text) <= MAX_SHOWN_CHARS:
         return text
