@@ -4,6 +4,7 @@ once), and de-duplication never lets one message make another vanish."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,6 @@ from services.ingestion.consumers import labeled_handler
 from services.ingestion.handlers import Ingestor
 from services.monitoring.consumers import monitor_handler
 from services.monitoring.handlers import Monitor
-from shared import consumer as consumer_module
 from shared.consumer import Consumer, Delivery, Rejection, feed_each
 from shared.datasets import DatasetStore
 from shared.errors import DependencyUnavailable
@@ -54,12 +54,13 @@ class FakeBus:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries back off with real sleeps; here they return at once (counts, not time)."""
+    """Retries back off with real sleeps; here they return at once (counts, not time).
+    Only the consumer's own backoff awaits a sleep in these tests."""
 
     async def instant(_: float) -> None:
         return None
 
-    monkeypatch.setattr(consumer_module.asyncio, "sleep", instant)
+    monkeypatch.setattr(asyncio, "sleep", instant)
 
 
 def message(offset: int, value: bytes, ce_id: str | None = None,

@@ -139,7 +139,7 @@ class FakeProducer:
 def bus_with(refuse: Any) -> tuple[Bus, FakeProducer]:
     bus = Bus(CommonSettings(), "ingestion")
     producer = FakeProducer(refuse)
-    bus._producer = producer  # type: ignore[assignment]
+    bus._producer = producer
     return bus, producer
 
 
