@@ -65,7 +65,7 @@ class ModelWatch:
 class Monitor:
     """Joins, detects, alerts and requests retrains for every model of the project."""
 
-    def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic, *,
                  max_pending_predictions: int = 100_000,
                  max_pending_labels: int = 100_000) -> None:
         self.project = project
