@@ -25,8 +25,10 @@ def dropped(side: str, why: str) -> float:
     return value or 0.0
 
 
-def watching(**bounds: int) -> Monitor:
-    monitor = Monitor(demo_project(), **bounds)
+def watching(max_pending_predictions: int = 100_000,
+             max_pending_labels: int = 100_000) -> Monitor:
+    monitor = Monitor(demo_project(), max_pending_predictions=max_pending_predictions,
+                      max_pending_labels=max_pending_labels)
     monitor.on_lifecycle(lifecycle(1, LifecycleAction.PROMOTED, 1))
     return monitor
 
