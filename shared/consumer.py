@@ -153,8 +153,8 @@ class Consumer:
         handled but not committed is delivered again (at-least-once).
         """
         epoch = self.bus.epoch
-        # Ids built from coordinates (topic/partition/offset) mean something else after the
-        # broker lost its log; handlers stay idempotent by natural keys across the gap.
+        # Only this process's memory of what it handled; handlers stay idempotent by natural
+        # keys across a restart.
         self._seen.clear()
         self.assigned.clear()
         self.generation += 1

@@ -20,6 +20,7 @@ from aiokafka.errors import (
     RecordTooLargeError,
     TopicAuthorizationFailedError,
 )
+from pydantic import ValidationError
 
 from contracts.events import LabeledRecord, RecordRejected
 from contracts.topics import Topic
@@ -36,6 +37,7 @@ from shared.dead_letters import (
 from shared.envelope import build_headers
 from shared.errors import DependencyUnavailable, InvalidRecord, PublishRefused
 from shared.settings import CommonSettings
+from shared.validation import field_errors
 from tests.unit.factories import T0, demo_project
 
 KAFKA_LIMIT = 1024 * 1024
@@ -199,3 +201,13 @@ async def test_a_letter_refused_whatever_its_size_is_counted_and_the_consumer_go
     await asyncio.wait_for(consumer._dead_letter(Topic.DATA_LABELED, record(b"{}"), "bad", []),
                            30)
     assert producer.sent == []
+
+
+def test_a_decode_error_does_not_echo_a_huge_value() -> None:
+    raw = json.dumps({"dataset": "loans", "record_id": "r", "label": 1,
+                      "features": {"a": ["x" * 300_000], "b" * 5_000: {}}})
+    with pytest.raises(ValidationError) as caught:
+        LabeledRecord.model_validate_json(raw)
+    errors = field_errors(caught.value)
+    assert [len(f) <= 201 and len(m) < 200 for f, m in errors] == [True, True]
+    assert "[cut: 299,9" in errors[0][1]
