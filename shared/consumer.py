@@ -9,7 +9,7 @@ is durable. A handler that raises is retried with backoff: forever for
 anything else; then the culprit is isolated by bisecting the batch, so only the
 records the handler cannot take are dead-lettered and the rest go on. A
 `stateful` handler (one whose state moves as it is fed) is never fed parts of a
-batch again: it must reject bad records itself (see `guarded`).
+batch again: it must reject bad records itself (see `feed_each`).
 
 De-duplication drops a message only when the sender's ce_id AND the message
 bytes match one already handled: an id alone, which any writer of the topic
@@ -32,20 +32,12 @@ from pydantic import ValidationError
 
 from contracts.base import Contract
 from contracts.catalogue import CATALOGUE
-from contracts.events import RecordRejected
 from contracts.topics import Topic
 from shared.bus import Bus, _retry_start
-from shared.dead_letters import (
-    DEAD_LETTER_MAX_BYTES,
-    Source,
-    build_letter,
-    clip,
-    letter_key,
-    minimal_letter,
-)
-from shared.envelope import Envelope, build_headers, read_envelope
-from shared.errors import DependencyUnavailable, InvalidInput, PublishRefused
-from shared.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_DROPPED, HANDLER_RETRIES
+from shared.dead_letters import DEAD_LETTER_MAX_BYTES, send_dead_letter
+from shared.envelope import Envelope, read_envelope
+from shared.errors import DependencyUnavailable, InvalidInput
+from shared.metrics import EVENTS_CONSUMED, HANDLER_RETRIES
 from shared.tracing import event_id_var, trace_id_var
 from shared.validation import field_errors
 
@@ -298,38 +290,7 @@ class Consumer:
 
     async def _dead_letter(self, topic: Topic, record: ConsumerRecord, reason: str,
                            errors: list[tuple[str, str]]) -> None:
-        """Send a bounded letter; if the broker still refuses it, a minimal one; if that is
-        refused too, count it and go on — a consumer never stops on one message."""
-        source = Source(record.topic, record.partition, record.offset, record.key,
-                        record.value)
-        logger.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition,
-                       record.offset, clip(reason, 500))
-        letter = build_letter(source, reason, errors, self.bus.source, self.max_letter_bytes)
-        try:
-            await self._publish_letter(letter, letter_key(source))
-        except PublishRefused as exc:
-            logger.error("the dead letter of %s[%d]@%d was refused (%s); sending a minimal one",
-                         record.topic, record.partition, record.offset, exc)
-            try:
-                await self._publish_letter(minimal_letter(source, reason, self.bus.source),
-                                           None)
-            except PublishRefused as again:
-                logger.error("the minimal dead letter of %s[%d]@%d was refused too (%s); the "
-                             "message is only at its source coordinates", record.topic,
-                             record.partition, record.offset, again)
-                EVENTS_DROPPED.labels(Topic.DATA_REJECTED.value, "dead_letter_refused").inc()
-                return
-        DEAD_LETTERS.labels(topic.value).inc()
-
-    async def _publish_letter(self, letter: RecordRejected, key: bytes | None) -> None:
-        while True:
-            try:
-                await self.bus.publish_raw(Topic.DATA_REJECTED, letter.model_dump_json().encode(),
-                                           key, build_headers(letter, self.bus.source))
-                return
-            except DependencyUnavailable:
-                logger.warning("dead-letter topic unreachable; retrying")
-                await asyncio.sleep(1.0)
+        await send_dead_letter(self.bus, topic, record, reason, errors, self.max_letter_bytes)
 
 
 def _dedup_key(ce_id: str, value: bytes | None) -> bytes:

@@ -5,15 +5,26 @@ as the message allows (10,000 undeclared features, a 300 KB string echoed in a r
 A letter the broker refuses would stop its consumer, so each part has its own cap, and
 the serialised letter is then measured against `max_bytes` and shrunk further (text copy,
 field errors, original bytes) until it fits. `minimal_letter` is the last resort:
-coordinates and a short reason only.
+coordinates and a short reason only. `send_dead_letter` is the Kafka edge of all this.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 from dataclasses import dataclass
 
+from aiokafka import ConsumerRecord
+
 from contracts.events import FieldError, RecordRejected
+from contracts.topics import Topic
+from shared.bus import Bus
+from shared.envelope import build_headers
+from shared.errors import DependencyUnavailable, PublishRefused
+from shared.metrics import DEAD_LETTERS, EVENTS_DROPPED
+
+logger = logging.getLogger(__name__)
 
 DEAD_LETTER_MAX_BYTES = 900 * 1024
 """A serialised letter plus its key stays below this: Kafka's default limit is 1 MiB, and
@@ -124,3 +135,38 @@ def minimal_letter(source: Source, reason: str, rejected_by: str) -> RecordRejec
         reason=clip(reason, 500) + " [minimal letter: the original is only at its source "
                                    "coordinates]",
         rejected_by=rejected_by)
+
+
+async def send_dead_letter(bus: Bus, topic: Topic, record: ConsumerRecord, reason: str,
+                           errors: list[tuple[str, str]],
+                           max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
+    """Send a bounded letter for `record`; if the broker still refuses it, a minimal one; if
+    that is refused too, log and count the loss and go on — a consumer never stops on one
+    message. Waits out an unreachable broker (the letter must not be lost)."""
+    source = Source(record.topic, record.partition, record.offset, record.key, record.value)
+    where = f"{record.topic}[{record.partition}]@{record.offset}"
+    logger.warning("dead-lettered %s: %s", where, clip(reason, 500))
+    letter = build_letter(source, reason, errors, bus.source, max_bytes)
+    try:
+        await _publish(bus, letter, letter_key(source))
+    except PublishRefused as exc:
+        logger.error("the dead letter of %s was refused (%s); sending a minimal one", where, exc)
+        try:
+            await _publish(bus, minimal_letter(source, reason, bus.source), None)
+        except PublishRefused as again:
+            logger.error("the minimal dead letter of %s was refused too (%s); the message is "
+                         "only at its source coordinates", where, again)
+            EVENTS_DROPPED.labels(Topic.DATA_REJECTED.value, "dead_letter_refused").inc()
+            return
+    DEAD_LETTERS.labels(topic.value).inc()
+
+
+async def _publish(bus: Bus, letter: RecordRejected, key: bytes | None) -> None:
+    while True:
+        try:
+            await bus.publish_raw(Topic.DATA_REJECTED, letter.model_dump_json().encode(), key,
+                                  build_headers(letter, bus.source))
+            return
+        except DependencyUnavailable:
+            logger.warning("dead-letter topic unreachable; retrying")
+            await asyncio.sleep(1.0)
