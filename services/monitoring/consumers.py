@@ -37,11 +37,12 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
     The monitor's state moves as it is fed, so a batch retried after a failed publish is
     not fed again (it would decide nothing the second time): its undelivered actions stay
     pending and are published first, before the offset is committed. A batch is known by
-    its coordinates (topic, partition, offset), which no sender can forge, and an event the
-    monitor cannot take is rejected alone (`feed_each`); run it with `stateful=True`.
+    its coordinates, which no sender can forge (ids can be), and the hash of its bytes (the
+    memory broker reuses coordinates after a restart); an event the monitor cannot take is
+    rejected alone (`feed_each`). Run it with `stateful=True`.
     """
     pending: list[tuple[Action, str]] = []
-    fed: set[tuple[str, int, int]] = set()
+    fed: set[tuple[str, int, int, int]] = set()
     rejected: list[Rejection] = []
 
     def feed(delivery: Delivery) -> None:
@@ -57,10 +58,11 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
 
     async def handle(batch: list[Delivery]) -> list[Rejection]:
         nonlocal fed, rejected
-        coordinates = {(d.record.topic, d.record.partition, d.record.offset) for d in batch}
-        if coordinates != fed:
+        identity = {(d.record.topic, d.record.partition, d.record.offset, hash(d.record.value))
+                    for d in batch}
+        if identity != fed:
             rejected = feed_each(batch, feed)
-            fed = coordinates
+            fed = identity
         while pending:
             try:
                 await publish_action(bus, *pending[0])
