@@ -23,8 +23,9 @@ def validate(record: LabeledRecord, project: Project, sequence: int,
     """The record normalised to its dataset's contract, or InvalidRecord naming each field."""
     spec = project.datasets.get(record.dataset)
     if spec is None:
-        raise UnknownDataset(dataset=record.dataset, known=", ".join(sorted(project.datasets)),
-                             errors=[("dataset", f"unknown dataset {record.dataset!r}")])
+        raise UnknownDataset(dataset=record.dataset[:100],
+                             known=", ".join(sorted(project.datasets)),
+                             errors=[("dataset", f"unknown dataset {shown(record.dataset)}")])
     problems: list[tuple[str, str]] = []
     features = check_features(record.features, spec, problems)
     label = check_value("label", record.label, spec.label, problems)
