@@ -13,18 +13,35 @@ import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 
 from contracts.base import Contract
 from contracts.topics import Topic
 from shared.envelope import build_headers
-from shared.errors import DependencyUnavailable
+from shared.errors import DependencyUnavailable, PublishRefused
 from shared.metrics import EVENTS_DROPPED, EVENTS_PUBLISHED
 from shared.settings import CommonSettings, require_bootstrap
 
 logger = logging.getLogger(__name__)
 
 _TOPIC_EXISTS = 36
+
+REFUSED_MESSAGE_ERRORS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError,
+    CorruptRecordException, InvalidTopicError, InvalidTimestampError,
+    UnsupportedForMessageFormatError)
+"""Produce errors about the message itself: the same bytes are refused however often they
+are sent. Every other KafkaError (timeouts, lost leaders, closed connections, missing
+authorisation an operator can grant) is about the broker, and is worth waiting out."""
 
 
 class Bus:
@@ -127,9 +144,16 @@ class Bus:
 
     async def publish_raw(self, topic: Topic, value: bytes, key: bytes | None,
                           headers: list[tuple[str, bytes]]) -> None:
-        """Publish bytes that are already encoded (dead letters carry original bytes inside)."""
+        """Publish bytes that are already encoded (dead letters carry original bytes inside).
+
+        Raises `PublishRefused` (poison) when the broker or the producer refuses the message
+        itself, `DependencyUnavailable` (retry) for anything about the broker.
+        """
         try:
             await self.producer.send_and_wait(self.topic(topic), value, key=key, headers=headers)
+        except REFUSED_MESSAGE_ERRORS as exc:
+            raise PublishRefused(topic=topic.value, detail=f"{type(exc).__name__}: "
+                                                           f"{str(exc)[:300]}") from exc
         except KafkaError as exc:
             raise DependencyUnavailable(dependency="kafka", detail=str(exc)) from exc
         EVENTS_PUBLISHED.labels(topic.value).inc()

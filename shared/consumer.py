@@ -6,14 +6,21 @@ and returns the deliveries it rejects (poison), which are dead-lettered too.
 Offsets are committed only after the handler returned, i.e. after its effect
 is durable. A handler that raises is retried with backoff: forever for
 `DependencyUnavailable` (skipping would lose data), `max_attempts` times for
-anything else, after which the batch's messages are dead-lettered with the
-error so the consumer never crash-loops.
+anything else; then the culprit is isolated by bisecting the batch, so only the
+records the handler cannot take are dead-lettered and the rest go on. A
+`stateful` handler (one whose state moves as it is fed) is never fed parts of a
+batch again: it must reject bad records itself (see `feed_each`).
+
+De-duplication drops a message only when the sender's ce_id AND the message
+bytes match one already handled: an id alone, which any writer of the topic
+can set, never makes another message vanish; messages without a ce_id are left
+to the handler's natural-key idempotency.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -25,12 +32,12 @@ from pydantic import ValidationError
 
 from contracts.base import Contract
 from contracts.catalogue import CATALOGUE
-from contracts.events import FieldError, RecordRejected
 from contracts.topics import Topic
 from shared.bus import Bus, _retry_start
-from shared.envelope import Envelope, build_headers, read_envelope
+from shared.dead_letters import DEAD_LETTER_MAX_BYTES, send_dead_letter
+from shared.envelope import Envelope, read_envelope
 from shared.errors import DependencyUnavailable, InvalidInput
-from shared.metrics import DEAD_LETTERS, EVENTS_CONSUMED, HANDLER_RETRIES
+from shared.metrics import EVENTS_CONSUMED, HANDLER_RETRIES
 from shared.tracing import event_id_var, trace_id_var
 from shared.validation import field_errors
 
@@ -60,11 +67,6 @@ class Rejection:
     errors: tuple[tuple[str, str], ...] = ()
 
 
-MAX_DEAD_LETTER_BYTES = 256 * 1024
-"""Original bytes kept in a dead letter (base64 grows them by a third)."""
-MAX_TEXT_BYTES = 64 * 1024
-"""Up to this size the original is also given as text, for people reading the topic."""
-
 BatchHandler = Callable[[list[Delivery]], Awaitable[list[Rejection]]]
 EventHandler = Callable[[Delivery], Awaitable[None]]
 
@@ -86,13 +88,37 @@ def per_event(handler: EventHandler) -> BatchHandler:
     return handle
 
 
+def feed_each(batch: list[Delivery], feed: Callable[[Delivery], None]) -> list[Rejection]:
+    """Feed each delivery once to a stateful handler's synchronous step; a record it cannot
+    take is rejected alone — `InvalidInput` with its reason, any other error as a fault of
+    that record — and the rest of the batch goes on. The consumer never re-feeds a
+    `stateful` handler, so this is where its culprits are isolated."""
+    rejected: list[Rejection] = []
+    for delivery in batch:
+        trace_id_var.set(delivery.envelope.trace_id)
+        event_id_var.set(delivery.envelope.ce_id)
+        try:
+            feed(delivery)
+        except InvalidInput as exc:
+            rejected.append(Rejection(delivery, str(exc), tuple(exc.errors)))
+        except DependencyUnavailable:
+            raise
+        except Exception as exc:  # a bug or an input no check foresaw: this record only
+            logger.exception("could not handle %s[%d]@%d; rejecting it alone",
+                             delivery.record.topic, delivery.record.partition,
+                             delivery.record.offset)
+            rejected.append(Rejection(delivery, f"handler failed on this record: {exc!r}"))
+    return rejected
+
+
 class Consumer:
     """One consumer group member reading `topics` and feeding `handler`."""
 
     def __init__(self, bus: Bus, group_id: str | None, topics: list[Topic],
                  handler: BatchHandler, *, from_beginning: bool = True,
                  max_records: int = 500, max_attempts: int = 5, dedup_size: int = 100_000,
-                 commit_timeout: float = 15.0):
+                 commit_timeout: float = 15.0, stateful: bool = False,
+                 max_letter_bytes: int = DEAD_LETTER_MAX_BYTES):
         self.bus = bus
         self.group_id = group_id
         self.topics = topics
@@ -101,7 +127,10 @@ class Consumer:
         self.max_records = max_records
         self.max_attempts = max_attempts
         self.commit_timeout = commit_timeout
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.stateful = stateful
+        """The handler's state moves as it is fed: never re-feed parts of a batch."""
+        self.max_letter_bytes = max_letter_bytes
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._dedup_size = dedup_size
         self._by_name = {bus.topic(t): t for t in topics}
         self.assigned = asyncio.Event()
@@ -116,8 +145,8 @@ class Consumer:
         handled but not committed is delivered again (at-least-once).
         """
         epoch = self.bus.epoch
-        # Ids built from coordinates (topic/partition/offset) mean something else after the
-        # broker lost its log; handlers stay idempotent by natural keys across the gap.
+        # Only this process's memory of what it handled; handlers stay idempotent by natural
+        # keys across a restart.
         self._seen.clear()
         self.assigned.clear()
         self.generation += 1
@@ -157,11 +186,17 @@ class Consumer:
                                       records: list[ConsumerRecord]) -> None:
         topic = self._by_name[tp.topic]
         deliveries: list[Delivery] = []
+        keys: dict[int, bytes] = {}
+        in_batch: set[bytes] = set()
         for record in records:
             envelope = read_envelope(record.headers, tp.topic, tp.partition, record.offset)
-            if envelope.ce_id in self._seen:
-                EVENTS_CONSUMED.labels(topic.value, "duplicate").inc()
-                continue
+            if envelope.id_given:
+                key = _dedup_key(envelope.ce_id, record.value)
+                if key in self._seen or key in in_batch:
+                    EVENTS_CONSUMED.labels(topic.value, "duplicate").inc()
+                    continue
+                in_batch.add(key)
+                keys[record.offset] = key
             try:
                 if record.value is None:
                     raise ValueError("message has no value")
@@ -177,17 +212,55 @@ class Consumer:
             deliveries.append(Delivery(topic, event, envelope, record))
         if not deliveries:
             return
-        rejections = await self._call_handler(topic, deliveries)
+        rejections = await self._run_handler(topic, deliveries)
         for rejection in rejections:
             await self._dead_letter(topic, rejection.delivery.record, rejection.reason,
                                     list(rejection.errors))
-        rejected_ids = {r.delivery.envelope.ce_id for r in rejections}
+        rejected = {r.delivery.record.offset for r in rejections}
         for delivery in deliveries:
-            self._remember(delivery.envelope.ce_id)
-            outcome = "rejected" if delivery.envelope.ce_id in rejected_ids else "ok"
+            if delivery.record.offset in keys:
+                self._remember(keys[delivery.record.offset])
+            outcome = "rejected" if delivery.record.offset in rejected else "ok"
             EVENTS_CONSUMED.labels(topic.value, outcome).inc()
 
-    async def _call_handler(self, topic: Topic, deliveries: list[Delivery]) -> list[Rejection]:
+    async def _run_handler(self, topic: Topic, deliveries: list[Delivery]) -> list[Rejection]:
+        """The handler's rejections; when it keeps failing, those of `_isolate`."""
+        try:
+            return await self._attempt(topic, deliveries, self.max_attempts)
+        except Exception as exc:  # a bug or a bad event the handler did not classify
+            if self.stateful or len(deliveries) == 1:
+                logger.error("handler for %s failed %d times; dead-lettering %d events (%r)",
+                             topic.value, self.max_attempts, len(deliveries), exc)
+                return [Rejection(d, f"handler failed after {self.max_attempts} attempts: "
+                                     f"{exc!r}") for d in deliveries]
+            logger.warning("handler for %s failed %d times on %d events (%r); isolating the "
+                           "culprit", topic.value, self.max_attempts, len(deliveries), exc)
+            return await self._isolate(topic, deliveries)
+
+    async def _isolate(self, topic: Topic, deliveries: list[Delivery]) -> list[Rejection]:
+        """Bisect: a half that succeeds is done, a half that fails is split again, and a
+        single record that fails is rejected alone. Each part is tried once (the whole batch
+        already failed `max_attempts` times); dependency failures are still waited out."""
+        rejected: list[Rejection] = []
+        middle = len(deliveries) // 2
+        for part in (deliveries[:middle], deliveries[middle:]):
+            try:
+                rejected += await self._attempt(topic, part, 1)
+            except Exception as exc:  # the culprit is in this part
+                if len(part) > 1:
+                    rejected += await self._isolate(topic, part)
+                else:
+                    logger.warning("handler for %s fails on %s[%d]@%d alone: %r", topic.value,
+                                   part[0].record.topic, part[0].record.partition,
+                                   part[0].record.offset, exc)
+                    rejected.append(Rejection(part[0], f"handler failed on this record: "
+                                                       f"{exc!r}"))
+        return rejected
+
+    async def _attempt(self, topic: Topic, deliveries: list[Delivery],
+                       attempts: int) -> list[Rejection]:
+        """Call the handler until it returns; `DependencyUnavailable` is retried forever,
+        anything else `attempts` times and then raised."""
         attempt = 0
         delay = 0.5
         while True:
@@ -199,49 +272,30 @@ class Consumer:
             except DependencyUnavailable as exc:
                 logger.warning("handler for %s waits on a dependency (%s); retrying in %.1fs",
                                topic.value, exc, delay)
-            except Exception as exc:  # a bug or a bad event the handler did not classify
-                if attempt >= self.max_attempts:
-                    logger.exception("handler for %s failed %d times; dead-lettering %d events",
-                                     topic.value, attempt, len(deliveries))
-                    return [Rejection(d, f"handler failed after {attempt} attempts: {exc!r}")
-                            for d in deliveries]
+            except InvalidInput:
+                raise  # about a record itself (e.g. refused by the broker): isolate it now
+            except Exception as exc:
+                if attempt >= attempts:
+                    raise
                 logger.warning("handler for %s failed (%r); attempt %d of %d", topic.value,
-                               exc, attempt, self.max_attempts)
+                               exc, attempt, attempts)
             HANDLER_RETRIES.labels(topic.value).inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
-    def _remember(self, ce_id: str) -> None:
-        self._seen[ce_id] = None
+    def _remember(self, key: bytes) -> None:
+        self._seen[key] = None
         if len(self._seen) > self._dedup_size:
             self._seen.popitem(last=False)
 
     async def _dead_letter(self, topic: Topic, record: ConsumerRecord, reason: str,
                            errors: list[tuple[str, str]]) -> None:
-        original: bytes = record.value or b""
-        value = original[:MAX_DEAD_LETTER_BYTES]
-        if len(original) > len(value):
-            # base64 and text would make the letter too big for the broker to accept
-            reason = f"{reason} [payload truncated: {len(original)} bytes, first {len(value)} kept]"
-        try:
-            text: str | None = value.decode("utf-8") if len(value) <= MAX_TEXT_BYTES else None
-        except UnicodeDecodeError:
-            text = None
-        letter = RecordRejected(
-            source_topic=record.topic, partition=record.partition, offset=record.offset,
-            key=record.key.decode("utf-8", "replace") if record.key else None,
-            value_base64=base64.b64encode(value).decode(), value_text=text, reason=reason,
-            errors=[FieldError(field=f, message=m) for f, m in errors],
-            rejected_by=self.bus.source)
-        logger.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition,
-                       record.offset, reason)
-        while True:
-            try:
-                await self.bus.publish_raw(
-                    Topic.DATA_REJECTED, letter.model_dump_json().encode(), record.key,
-                    build_headers(letter, self.bus.source))
-                break
-            except DependencyUnavailable:
-                logger.warning("dead-letter topic unreachable; retrying")
-                await asyncio.sleep(1.0)
-        DEAD_LETTERS.labels(topic.value).inc()
+        await send_dead_letter(self.bus, topic, record, reason, errors, self.max_letter_bytes)
+
+
+def _dedup_key(ce_id: str, value: bytes | None) -> bytes:
+    """The sender's id and the exact bytes, hashed: a fixed 32 bytes however long the id."""
+    digest = hashlib.sha256(ce_id.encode("utf-8", "replace"))
+    digest.update(b"\0")
+    digest.update(value or b"")
+    return digest.digest()

@@ -75,8 +75,12 @@ class DatasetStore:
 
     def record_ids(self, dataset: str) -> set[str]:
         """Ids of every stored record (for de-duplication after a restart)."""
-        return {record.record_id for segment in self.segments(dataset)
-                for record in self._read_segment(dataset, segment.digest)}
+        return {record.record_id for record in self.records(dataset)}
+
+    def records(self, dataset: str) -> Iterator[RecordValidated]:
+        """Every stored record of a dataset, in ingestion order."""
+        for segment in self.segments(dataset):
+            yield from self._read_segment(dataset, segment.digest)
 
     def append(self, dataset: str, records: Sequence[RecordValidated],
                ingested_at: datetime) -> Segment:

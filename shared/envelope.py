@@ -22,6 +22,9 @@ class Envelope:
     ce_source: str
     ce_time: str
     trace_id: str
+    id_given: bool = True
+    """False when the sender gave no ce_id: `ce_id` is then the message's coordinates, a
+    name for logs only — another message could claim it, so it never decides a drop."""
 
 
 def build_headers(event: Contract, source: str, ce_id: str | None = None,
@@ -41,12 +44,15 @@ def build_headers(event: Contract, source: str, ce_id: str | None = None,
 def read_envelope(headers: Headers | tuple[tuple[str, bytes], ...] | None, topic: str,
                   partition: int, offset: int) -> Envelope:
     """The envelope of a received message; producers outside driftloop may send no headers,
-    so the id falls back to the message coordinates and the trace starts here."""
+    so the id falls back to the message coordinates (for logs, see `id_given`) and the trace
+    starts here."""
     found = {key: value.decode("utf-8", "replace") for key, value in (headers or ())}
+    given = found.get("ce_id") or None
     return Envelope(
-        ce_id=found.get("ce_id") or f"{topic}/{partition}/{offset}",
+        ce_id=given or f"{topic}/{partition}/{offset}",
         ce_type=found.get("ce_type", ""),
         ce_source=found.get("ce_source", "external"),
         ce_time=found.get("ce_time", ""),
         trace_id=parse_traceparent(found.get("traceparent")) or new_trace_id(),
+        id_given=given is not None,
     )

@@ -6,7 +6,9 @@
     ├── InvalidInput                poison: the input itself is wrong (→ 422 / dead letter)
     │   ├── InvalidRecord
     │   ├── InvalidFeatures
-    │   └── UnknownDataset
+    │   ├── UnknownDataset
+    │   ├── ConflictingRecord       a known record id sent again with other content
+    │   └── PublishRefused          the broker refuses this message itself (too large, …)
     ├── NotFound                    (→ 404)
     │   ├── ModelNotFound
     │   ├── VersionNotFound
@@ -69,6 +71,18 @@ class InvalidFeatures(InvalidInput):
 
 class UnknownDataset(InvalidInput):
     template = "unknown dataset {dataset!r}; declared datasets: {known}"
+
+
+class ConflictingRecord(InvalidInput):
+    template = ("duplicate id with different content: record {record_id} of dataset "
+                "{dataset!r} was already ingested with other values; the first is kept")
+
+
+class PublishRefused(InvalidInput):
+    """The broker refuses the message itself: retrying the same bytes cannot help, so the
+    Kafka edge treats it as poison, never as "broker unavailable"."""
+
+    template = "the broker refused a {topic} message: {detail}"
 
 
 class NotFound(DriftloopError):

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from shared.records import shown
+
+MAX_PATH_CHARS = 200
+"""A field path is made of the sender's keys: it is cut like any repeated input."""
+
 _UNION_MEMBERS = {"float", "int", "str", "bool"}
 """pydantic names the member of `FeatureValue` (float | int | str | bool) that failed in the
 error location; a person wants the field, once."""
@@ -19,6 +24,9 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
             parts, message = [], f"not valid JSON ({error['ctx'].get('error', message)})"
         elif len(parts) > 1 and parts[-1] in _UNION_MEMBERS:
             parts = parts[:-1]
-            message = f"expected a number, string or boolean, got {error.get('input')!r}"
-        pairs.setdefault(".".join(parts), message)
+            message = f"expected a number, string or boolean, got {shown(error.get('input'))}"
+        path = ".".join(parts)
+        if len(path) > MAX_PATH_CHARS:
+            path = f"{path[:MAX_PATH_CHARS]}…"
+        pairs.setdefault(path, message)
     return list(pairs.items())

@@ -31,7 +31,9 @@ def labeled_handler(bus: Bus, ingestor: Ingestor) -> BatchHandler:
         now = utcnow()
         records = [cast(LabeledRecord, d.event) for d in batch]
         outcome = ingestor.sort(records, now)
-        by_id = {(r.dataset, r.record_id): d for r, d in zip(records, batch, strict=True)}
+        by_id: dict[tuple[str, str], Delivery] = {}
+        for record, delivery in zip(records, batch, strict=True):
+            by_id.setdefault((record.dataset, record.record_id), delivery)
         sends = []
         for dataset, rows in outcome.accepted.items():
             for row in rows:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -9,9 +11,9 @@ from datetime import datetime
 
 from contracts.events import LabeledRecord, RecordValidated
 from shared.datasets import DatasetStore
-from shared.errors import InvalidRecord, UnknownDataset
+from shared.errors import ConflictingRecord, InvalidInput, InvalidRecord, UnknownDataset
 from shared.project import Project
-from shared.records import check_features, check_value, describe
+from shared.records import check_features, check_value, describe, shown
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +23,9 @@ def validate(record: LabeledRecord, project: Project, sequence: int,
     """The record normalised to its dataset's contract, or InvalidRecord naming each field."""
     spec = project.datasets.get(record.dataset)
     if spec is None:
-        raise UnknownDataset(dataset=record.dataset, known=", ".join(sorted(project.datasets)),
-                             errors=[("dataset", f"unknown dataset {record.dataset!r}")])
+        raise UnknownDataset(dataset=record.dataset[:100],
+                             known=", ".join(sorted(project.datasets)),
+                             errors=[("dataset", f"unknown dataset {shown(record.dataset)}")])
     problems: list[tuple[str, str]] = []
     features = check_features(record.features, spec, problems)
     label = check_value("label", record.label, spec.label, problems)
@@ -34,12 +37,22 @@ def validate(record: LabeledRecord, project: Project, sequence: int,
         prediction_id=record.prediction_id)
 
 
+def content_digest(row: RecordValidated) -> bytes:
+    """What a record says, hashed: normalised features and label, prediction id, and the
+    event time when the producer gave one (else it defaulted to `ingested_at`). Ingestion's
+    own fields are left out, so a redelivered record matches its stored copy."""
+    given_time = None if row.event_time == row.ingested_at else row.event_time.timestamp()
+    canonical = json.dumps([row.features, row.label, row.prediction_id, given_time],
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()[:16]
+
+
 @dataclass
 class Outcome:
     """What became of a batch: records accepted per dataset, rejects by batch index."""
 
     accepted: dict[str, list[RecordValidated]] = field(default_factory=dict)
-    rejected: dict[int, InvalidRecord | UnknownDataset] = field(default_factory=dict)
+    rejected: dict[int, InvalidInput] = field(default_factory=dict)
     duplicates: int = 0
 
 
@@ -49,29 +62,30 @@ class Ingestor:
     def __init__(self, project: Project, store: DatasetStore) -> None:
         self.project = project
         self.store = store
-        self._ids: dict[str, set[str]] = {}
+        self._ids: dict[str, dict[str, bytes]] = {}
+        """Per dataset: record id → content digest of the stored record."""
         self._sizes: dict[str, int] = {}
 
-    def _known(self, dataset: str) -> set[str]:
+    def _known(self, dataset: str) -> dict[str, bytes]:
         if dataset not in self._ids:
-            self._ids[dataset] = self.store.record_ids(dataset)
+            self._ids[dataset] = {r.record_id: content_digest(r)
+                                  for r in self.store.records(dataset)}
             self._sizes[dataset] = self.store.size(dataset)
         return self._ids[dataset]
 
     def sort(self, records: Sequence[LabeledRecord], ingested_at: datetime) -> Outcome:
         """Validate and de-duplicate against the store and within the batch.
 
-        Nothing is remembered until `store_accepted`: a batch retried after a
-        failed publish is sorted the same way again.
+        A record is a duplicate only when its dataset, record id AND content match one
+        already accepted: the same id with other content is rejected (`ConflictingRecord`),
+        so no sender can erase another's record by reusing its id. Nothing is remembered
+        until `store_accepted`: a batch retried after a failed publish is sorted the same.
         """
         outcome = Outcome()
-        in_batch: set[tuple[str, str]] = set()
+        in_batch: dict[tuple[str, str], bytes] = {}
         for index, record in enumerate(records):
-            key = (record.dataset, record.record_id)
-            declared = record.dataset in self.project.datasets
-            if key in in_batch or (declared and record.record_id in self._known(record.dataset)):
-                outcome.duplicates += 1
-                continue
+            known = (self._known(record.dataset) if record.dataset in self.project.datasets
+                     else {})
             batch = outcome.accepted.setdefault(record.dataset, [])
             sequence = self._sizes.get(record.dataset, 0) + len(batch)
             try:
@@ -79,8 +93,18 @@ class Ingestor:
             except (InvalidRecord, UnknownDataset) as exc:
                 outcome.rejected[index] = exc
                 continue
-            batch.append(validated)
-            in_batch.add(key)
+            digest = content_digest(validated)
+            key = (record.dataset, record.record_id)
+            earlier = in_batch.get(key, known.get(record.record_id))
+            if earlier == digest:
+                outcome.duplicates += 1
+            elif earlier is not None:
+                outcome.rejected[index] = ConflictingRecord(
+                    dataset=record.dataset, record_id=shown(record.record_id),
+                    errors=[("record_id", "already ingested with different content")])
+            else:
+                batch.append(validated)
+                in_batch[key] = digest
         outcome.accepted = {name: rows for name, rows in outcome.accepted.items() if rows}
         return outcome
 
@@ -88,5 +112,5 @@ class Ingestor:
         """Append accepted records to the dataset store (durable on return)."""
         for dataset, rows in outcome.accepted.items():
             self.store.append(dataset, rows, ingested_at)
-            self._known(dataset).update(r.record_id for r in rows)
+            self._known(dataset).update((r.record_id, content_digest(r)) for r in rows)
             self._sizes[dataset] += len(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from contracts.events import (
     AlertRaised,
@@ -13,8 +14,11 @@ from contracts.events import (
 from contracts.topics import Topic
 from services.monitoring.handlers import Action, Monitor
 from shared.bus import Bus
-from shared.consumer import BatchHandler, Delivery, Rejection
+from shared.consumer import BatchHandler, Delivery, Rejection, feed_each
+from shared.errors import PublishRefused
 from shared.registry_client import fetch_champions_when_reachable
+
+logger = logging.getLogger(__name__)
 
 
 async def publish_action(bus: Bus, action: Action, trace_id: str) -> None:
@@ -32,30 +36,40 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
 
     The monitor's state moves as it is fed, so a batch retried after a failed publish is
     not fed again (it would decide nothing the second time): its undelivered actions stay
-    pending and are published first, before the offset is committed.
+    pending and are published first, before the offset is committed. A batch is known by
+    its coordinates, which no sender can forge (ids can be), and the hash of its bytes (the
+    memory broker reuses coordinates after a restart); an event the monitor cannot take is
+    rejected alone (`feed_each`). Run it with `stateful=True`.
     """
     pending: list[tuple[Action, str]] = []
-    fed: set[str] = set()
+    fed: set[tuple[str, int, int, int]] = set()
+    rejected: list[Rejection] = []
+
+    def feed(delivery: Delivery) -> None:
+        event = delivery.event
+        actions: list[Action] = []
+        if isinstance(event, PredictionMade):
+            actions = monitor.on_prediction(event)
+        elif isinstance(event, RecordValidated):
+            actions = monitor.on_label(event)
+        elif isinstance(event, ModelLifecycleChanged):
+            actions = monitor.on_lifecycle(event)
+        pending.extend((action, delivery.envelope.trace_id) for action in actions)
 
     async def handle(batch: list[Delivery]) -> list[Rejection]:
-        nonlocal fed
-        ids = {delivery.envelope.ce_id for delivery in batch}
-        if ids != fed:
-            for delivery in batch:
-                event = delivery.event
-                actions: list[Action] = []
-                if isinstance(event, PredictionMade):
-                    actions = monitor.on_prediction(event)
-                elif isinstance(event, RecordValidated):
-                    actions = monitor.on_label(event)
-                elif isinstance(event, ModelLifecycleChanged):
-                    actions = monitor.on_lifecycle(event)
-                pending.extend((action, delivery.envelope.trace_id) for action in actions)
-            fed = ids
+        nonlocal fed, rejected
+        identity = {(d.record.topic, d.record.partition, d.record.offset, hash(d.record.value))
+                    for d in batch}
+        if identity != fed:
+            rejected = feed_each(batch, feed)
+            fed = identity
         while pending:
-            await publish_action(bus, *pending[0])
+            try:
+                await publish_action(bus, *pending[0])
+            except PublishRefused:  # our own event, refused as such: retrying cannot help
+                logger.exception("dropped a decision the broker refuses: %r", pending[0][0])
             pending.pop(0)
-        return []
+        return list(rejected)
 
     return handle
 

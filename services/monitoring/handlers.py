@@ -27,8 +27,10 @@ from contracts.events import (
 )
 from services.monitoring.concept import ConceptWatch, DriftSignal
 from services.monitoring.data_drift import DataDriftWatch
-from services.monitoring.join import LabelJoin
+from services.monitoring.join import LabeledPair, LabelJoin, Predicted
+from shared.errors import InvalidInput
 from shared.project import ModelSpec, Project
+from shared.records import check_number, describe
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +65,21 @@ class ModelWatch:
 class Monitor:
     """Joins, detects, alerts and requests retrains for every model of the project."""
 
-    def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic, *,
+                 max_pending_predictions: int = 100_000,
+                 max_pending_labels: int = 100_000) -> None:
         self.project = project
         self.clock = clock
         self.watches = {name: ModelWatch(name, spec, ConceptWatch(spec.monitor.concept),
                                          DataDriftWatch(spec.monitor.data))
                         for name, spec in project.models.items()}
-        biggest = max((s.monitor.max_pending_predictions for s in project.models.values()),
-                      default=1)
+        # The project says how many predictions its models need to keep waiting; the
+        # service's setting caps what this process may hold, whatever the project says.
+        wanted = max((s.monitor.max_pending_predictions for s in project.models.values()),
+                     default=1)
         ttl = max((s.monitor.label_ttl_seconds for s in project.models.values()), default=1.0)
-        self.join = LabelJoin(biggest, ttl, clock)
+        self.join = LabelJoin(min(wanted, max_pending_predictions), ttl, clock,
+                              max_labels=max_pending_labels)
         self.alerts: list[AlertRaised] = []
 
     # -- inputs ---------------------------------------------------------------------------
@@ -105,30 +112,36 @@ class Monitor:
         return []
 
     def on_prediction(self, event: PredictionMade) -> list[Action]:
+        """Raises `InvalidInput` naming the field for a number no float holds (NaN, ±inf,
+        a 400-digit integer): anyone who can write the topic can send one, and it must be
+        refused alone, before it touches any state."""
         watch = self.watches.get(event.model)
         if watch is None:
             return []
+        _check_numbers(event)
         actions: list[Action] = []
         scores = watch.data.update(event.features)
         if scores:
             actions += self._data_drift(watch, scores)
-        label = self.join.prediction(event)
+        made = Predicted(watch.name, event.version, event.prediction)
+        label = self.join.prediction(event.prediction_id, made)
         if label is not None:
-            actions += self._labeled(watch, event, label)
+            actions += self._labeled(watch, made, label)
         return actions
 
     def on_label(self, record: RecordValidated) -> list[Action]:
         if record.prediction_id is None:
             return []
-        prediction = self.join.label(record)
+        label = LabeledPair(record.label, record.ingested_at)
+        prediction = self.join.label(record.prediction_id, label)
         if prediction is None or prediction.model not in self.watches:
             return []
-        return self._labeled(self.watches[prediction.model], prediction, record)
+        return self._labeled(self.watches[prediction.model], prediction, label)
 
     # -- decisions ------------------------------------------------------------------------
 
-    def _labeled(self, watch: ModelWatch, prediction: PredictionMade,
-                 label: RecordValidated) -> list[Action]:
+    def _labeled(self, watch: ModelWatch, prediction: Predicted,
+                 label: LabeledPair) -> list[Action]:
         if prediction.version != watch.concept.version or watch.spec.task != "classification":
             return []
         signal = watch.concept.update(prediction.prediction != label.label, label.ingested_at)
@@ -239,3 +252,17 @@ class Monitor:
         logger.warning("alert %s %s: %s", alert.status.value, alert.kind, alert.summary,
                        extra={"alert_id": alert.alert_id})
         return alert
+
+
+def _check_numbers(event: PredictionMade) -> None:
+    problems: list[tuple[str, str]] = []
+    numbers: list[tuple[str, object]] = [(f"features.{name}", value)
+                                         for name, value in event.features.items()]
+    numbers.append(("prediction", event.prediction))
+    numbers += [(f"probabilities.{name}", p) for name, p in (event.probabilities or {}).items()]
+    for path, value in numbers:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            check_number(path[:200], value, problems)
+    if problems:
+        raise InvalidInput(detail=f"prediction {event.prediction_id[:100]!r}: "
+                                  f"{describe(problems)}", errors=problems)

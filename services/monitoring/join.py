@@ -1,38 +1,81 @@
 """Joining predictions with their late labels in bounded memory.
 
 Either side may arrive first (they travel on different topics), so each waits
-for the other in an insertion-ordered map bounded by size and by age.
+for the other in an insertion-ordered map bounded by count and by age. Only
+what scoring needs is kept (model, version and output; label and its time),
+and ids are kept at a bounded length, so a bound in entries is a bound in
+bytes: ~300 bytes per waiting prediction, whatever the events carried.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
 
-from contracts.events import PredictionMade, RecordValidated
+from contracts.base import FeatureValue
+from services.monitoring.metrics import JOIN_DROPPED
 
 T = TypeVar("T")
 
+MAX_KEY_CHARS = 64
+"""Longer prediction ids are kept as their sha256: a sender cannot grow memory by them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Predicted:
+    """What the join keeps of a prediction."""
+
+    model: str
+    version: int
+    prediction: FeatureValue | None
+
+
+@dataclass(frozen=True, slots=True)
+class LabeledPair:
+    """What the join keeps of a label."""
+
+    label: FeatureValue
+    ingested_at: datetime
+
+
+def join_key(prediction_id: str) -> str:
+    """The id as kept in memory: itself, or its digest when longer than `MAX_KEY_CHARS`."""
+    if len(prediction_id) <= MAX_KEY_CHARS:
+        return prediction_id
+    return "sha256:" + hashlib.sha256(prediction_id.encode("utf-8", "replace")).hexdigest()
+
 
 class _Waiting(Generic[T]):
-    def __init__(self, max_size: int, ttl: float, clock: Callable[[], float]) -> None:
+    def __init__(self, side: str, max_size: int, ttl: float,
+                 clock: Callable[[], float]) -> None:
         self.items: OrderedDict[str, tuple[float, T]] = OrderedDict()
         self.max_size = max_size
         self.ttl = ttl
         self.clock = clock
-        self.expired = 0
+        self.dropped = 0
+        """Entries evicted (bound reached) or expired (ttl passed) before their pair came."""
+        self._full = JOIN_DROPPED.labels(side, "full")
+        self._expired = JOIN_DROPPED.labels(side, "expired")
 
     def add(self, key: str, item: T) -> None:
         now = self.clock()
         self.items[key] = (now, item)
+        self.items.move_to_end(key)
         while self.items:
             oldest_key, (added, _) = next(iter(self.items.items()))
-            if len(self.items) <= self.max_size and now - added <= self.ttl:
+            if len(self.items) > self.max_size:
+                self._full.inc()
+            elif now - added > self.ttl:
+                self._expired.inc()
+            else:
                 break
             del self.items[oldest_key]
-            self.expired += 1
+            self.dropped += 1
 
     def pop(self, key: str) -> T | None:
         found = self.items.pop(key, None)
@@ -42,27 +85,31 @@ class _Waiting(Generic[T]):
 
 
 class LabelJoin:
-    """Pairs each PredictionMade with the RecordValidated that labels it."""
+    """Pairs each prediction with the label of the same prediction id."""
 
-    def __init__(self, max_size: int, ttl_seconds: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.predictions: _Waiting[PredictionMade] = _Waiting(max_size, ttl_seconds, clock)
-        self.labels: _Waiting[RecordValidated] = _Waiting(max_size, ttl_seconds, clock)
+    def __init__(self, max_predictions: int, ttl_seconds: float,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_labels: int | None = None) -> None:
+        self.predictions: _Waiting[Predicted] = _Waiting("prediction", max_predictions,
+                                                         ttl_seconds, clock)
+        self.labels: _Waiting[LabeledPair] = _Waiting("label", max_labels or max_predictions,
+                                                  ttl_seconds, clock)
 
-    def prediction(self, event: PredictionMade) -> RecordValidated | None:
+    def prediction(self, prediction_id: str, made: Predicted) -> LabeledPair | None:
         """The label already waiting for this prediction, or None (the prediction waits)."""
-        label = self.labels.pop(event.prediction_id)
+        key = join_key(prediction_id)
+        label = self.labels.pop(key)
         if label is None:
-            self.predictions.add(event.prediction_id, event)
+            self.predictions.add(key, made)
         return label
 
-    def label(self, record: RecordValidated) -> PredictionMade | None:
+    def label(self, prediction_id: str, label: LabeledPair) -> Predicted | None:
         """The prediction this label belongs to, or None (the label waits)."""
-        assert record.prediction_id is not None
-        prediction = self.predictions.pop(record.prediction_id)
-        if prediction is None:
-            self.labels.add(record.prediction_id, record)
-        return prediction
+        key = join_key(prediction_id)
+        made = self.predictions.pop(key)
+        if made is None:
+            self.labels.add(key, label)
+        return made
 
     def pending(self) -> int:
         return len(self.predictions.items) + len(self.labels.items)

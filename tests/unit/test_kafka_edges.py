@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
+
+from aiokafka import ConsumerRecord
 
 from contracts.base import Contract
 from contracts.events import AlertRaised, LifecycleAction, TrainingRequested
@@ -42,11 +45,16 @@ def _trace(ce_id: str) -> str:
     return ce_id.encode().hex().rjust(32, "0")  # a distinct trace per input
 
 
+_offsets = itertools.count()
+
+
 def _delivery(event: Any, ce_id: str, topic: Topic | None = None) -> Delivery:
     if topic is None:
         topic = Topic.PREDICTIONS if hasattr(event, "latency_seconds") else Topic.DATA_VALIDATED
-    return Delivery(topic, event, Envelope(ce_id, "", "test", "", _trace(ce_id)),
-                    None)  # type: ignore[arg-type]
+    value = event.model_dump_json().encode()
+    record = ConsumerRecord(topic.value, 0, next(_offsets), 0, 0, None, value, None, 0,
+                            len(value), ())
+    return Delivery(topic, event, Envelope(ce_id, "", "test", "", _trace(ce_id)), record)
 
 
 def _drifting_batch() -> list[Delivery]:

@@ -21,7 +21,7 @@ from contracts.events import (
 from services.monitoring.concept import ConceptWatch, DriftSignal, change_point
 from services.monitoring.data_drift import psi
 from services.monitoring.handlers import Action, Monitor
-from services.monitoring.join import LabelJoin
+from services.monitoring.join import LabeledPair, LabelJoin, Predicted
 from services.training.evaluation import profile
 from shared.project import ConceptDriftMonitor, Project
 from tests.unit.factories import T0, demo_project, digest, label_for, prediction, validated_rows
@@ -119,61 +119,67 @@ def signals(monitor: Monitor) -> list[DriftSignal]:
 # -- LabelJoin ------------------------------------------------------------------------------
 
 
+def made(i: int, version: int = 1) -> Predicted:
+    return Predicted(MODEL, version, 1)
+
+
+def label_of(i: int) -> LabeledPair:
+    return LabeledPair(1, T0 + timedelta(seconds=i))
+
+
 def test_join_label_after_prediction() -> None:
     join = LabelJoin(10, 60)
-    made = prediction(1, 1)
-    assert join.prediction(made) is None
+    assert join.prediction("pred-1", made(1)) is None
     assert join.pending() == 1
-    assert join.label(label_for(1, 1)) == made
+    assert join.label("pred-1", label_of(1)) == made(1)
     assert join.pending() == 0
 
 
 def test_join_label_before_prediction() -> None:
     join = LabelJoin(10, 60)
-    label = label_for(1, 1)
-    assert join.label(label) is None
-    assert join.prediction(prediction(1, 1)) == label
+    assert join.label("pred-1", label_of(1)) is None
+    assert join.prediction("pred-1", made(1)) == label_of(1)
     assert join.pending() == 0
 
 
 def test_join_does_not_pair_other_ids() -> None:
     join = LabelJoin(10, 60)
-    join.prediction(prediction(1, 1))
-    assert join.label(label_for(2, 1)) is None
+    join.prediction("pred-1", made(1))
+    assert join.label("pred-2", label_of(2)) is None
     assert join.pending() == 2
 
 
 def test_join_expires_after_the_ttl(clock: Clock) -> None:
     join = LabelJoin(10, 60, clock)
-    join.prediction(prediction(1, 1))
+    join.prediction("pred-1", made(1))
     clock.now = 59
-    join.prediction(prediction(2, 1))
+    join.prediction("pred-2", made(2))
     clock.now = 61
-    assert join.label(label_for(1, 1)) is None  # expired: too late to pair
-    assert join.label(label_for(2, 1)) is not None
+    assert join.label("pred-1", label_of(1)) is None  # expired: too late to pair
+    assert join.label("pred-2", label_of(2)) is not None
     assert list(join.labels.items) == ["pred-1"]  # the unpaired label waits in turn
     clock.now = 200
-    assert join.prediction(prediction(1, 1)) is None  # ...and expires too
+    assert join.prediction("pred-1", made(1)) is None  # ...and expires too
 
 
 def test_join_sweeps_expired_entries_when_adding(clock: Clock) -> None:
     join = LabelJoin(10, 60, clock)
-    join.prediction(prediction(1, 1))
-    join.prediction(prediction(2, 1))
+    join.prediction("pred-1", made(1))
+    join.prediction("pred-2", made(2))
     clock.now = 100
-    join.prediction(prediction(3, 1))
+    join.prediction("pred-3", made(3))
     assert list(join.predictions.items) == ["pred-3"]
-    assert join.predictions.expired == 2
+    assert join.predictions.dropped == 2
 
 
 def test_join_is_bounded_in_size(clock: Clock) -> None:
     join = LabelJoin(3, 3600, clock)
     for i in range(5):
-        join.prediction(prediction(i, 1))
+        join.prediction(f"pred-{i}", made(i))
     assert list(join.predictions.items) == ["pred-2", "pred-3", "pred-4"]
-    assert join.predictions.expired == 2
-    assert join.label(label_for(0, 1)) is None  # the oldest were dropped first
-    assert join.label(label_for(4, 1)) is not None
+    assert join.predictions.dropped == 2
+    assert join.label("pred-0", label_of(0)) is None  # the oldest were dropped first
+    assert join.label("pred-4", label_of(4)) is not None
 
 
 # -- ConceptWatch and change_point ----------------------------------------------------------
