@@ -211,11 +211,12 @@ class Platform:
         time.sleep(down_seconds)
         self.broker.start()
 
-    def kill(self, service: str) -> int:
-        """SIGKILL one service (a fault to ride out) and reap it; returns its PID."""
+    def kill(self, service: str, signum: int = signal.SIGKILL, timeout: float = 60.0) -> int:
+        """Send one service `signum` (SIGKILL: a fault to ride out) and reap it; returns its
+        PID. A process still running after `timeout` is killed."""
         process = self.processes[service]
-        process.kill()
-        process.wait()
+        process.send_signal(signum)
+        terminate(process, timeout)
         return process.pid
 
     def respawn(self, service: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import signal
 import threading
 import time
 from collections import Counter
@@ -114,14 +115,16 @@ def ensure_data(platform: Platform, needed: int) -> None:
     wait_for(lambda: len(stored(platform, "seed-")) >= needed, "the seed records")
 
 
-def test_ingestion_killed_9_mid_stream_loses_and_repeats_no_record(platform: Platform) -> None:
-    total, prefix = 8000, "k9i-"
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill9", "term"])
+def test_ingestion_stopped_mid_stream_loses_and_repeats_no_record(
+        platform: Platform, signum: signal.Signals) -> None:
+    total, prefix = 8000, f"k9i{signum}-"
     records = labeled(prefix, total, seed=7)
     join = in_background(lambda: asyncio.run(publish(
         platform.bootstrap or "", Topic.DATA_LABELED, [(r.record_id, r) for r in records],
         chunk=200, pause=0.05)))
     wait_for(lambda: len(stored(platform, prefix)) >= 500, "ingestion to store some records")
-    pid = platform.kill("ingestion")
+    pid = platform.kill("ingestion", signum)
     before = sum(stored(platform, prefix).values())
     platform.restart("ingestion")
     acknowledged = join()
@@ -129,9 +132,9 @@ def test_ingestion_killed_9_mid_stream_loses_and_repeats_no_record(platform: Pla
     wait_for(lambda: len(stored(platform, prefix)) >= total, "every record to be stored")
     after = stored(platform, prefix)
     validated = asyncio.run(read_validated(platform.bootstrap or "", prefix, total))
-    logger.info("ingestion kill -9 (pid %d): acknowledged %d, stored before the kill %d, "
+    logger.info("ingestion %s (pid %d): acknowledged %d, stored before the kill %d, "
                 "stored after %d (distinct %d), data.validated events %d (distinct %d)",
-                pid, acknowledged, before, sum(after.values()), len(after),
+                signum.name, pid, acknowledged, before, sum(after.values()), len(after),
                 sum(validated.values()), len(validated))
     assert acknowledged == total
     assert len(after) == total and sum(after.values()) == total, "lost or stored twice"
@@ -170,13 +173,14 @@ async def read_trained(bootstrap: str, prefix: str, expected: int) -> Counter[st
     return Counter({request: len(ids) for request, ids in runs.items()})
 
 
+@pytest.mark.parametrize("signum", [signal.SIGKILL], ids=["kill9"])  # SIGTERM: same, measured
 @pytest.mark.parametrize("victim", ["registry", "training"])
-def test_killed_9_while_models_are_in_flight_records_every_version_once(
-        platform: Platform, victim: str) -> None:
+def test_stopped_while_models_are_in_flight_records_every_version_once(
+        platform: Platform, victim: str, signum: signal.Signals) -> None:
     """Training requests stream in; the victim is killed after the first version of this
     test is recorded and started again; every request ends as exactly one version."""
     ensure_data(platform, 2500)
-    count, prefix = 6, f"k9{victim[0]}-"
+    count, prefix = 6, f"k9{victim[0]}{signum}-"
     requests = [TrainingRequested(request_id=f"{prefix}{i}", model=MODEL,
                                   reason=TrainingReason.MANUAL, window=DataWindow(last=800),
                                   requested_by="kill9-test") for i in range(count)]
@@ -184,14 +188,14 @@ def test_killed_9_while_models_are_in_flight_records_every_version_once(
                                        [(MODEL, r) for r in requests], chunk=count, pause=0))
     wait_for(lambda: len(versions(platform, prefix)) >= 1, "a first version to be recorded")
     before = versions(platform, prefix)
-    pid = platform.kill(victim)
+    pid = platform.kill(victim, signum)
     platform.restart(victim)
     wait_for(lambda: len(versions(platform, prefix)) >= count, "every request's version")
     after = versions(platform, prefix)
     trained = asyncio.run(read_trained(platform.bootstrap or "", prefix, count))
-    logger.info("%s kill -9 (pid %d): %d requests acknowledged, versions recorded just before "
+    logger.info("%s %s (pid %d): %d requests acknowledged, versions recorded just before "
                 "the kill %d, after %d (per request %s), models.trained runs per request %s",
-                victim, pid, acknowledged, sum(before.values()), sum(after.values()),
+                victim, signum.name, pid, acknowledged, sum(before.values()), sum(after.values()),
                 dict(after), dict(trained))
     assert acknowledged == count
     assert sum(before.values()) < count, "the kill came after every version: none in flight"
@@ -231,8 +235,9 @@ def serving_answers(platform: Platform) -> bool:
     return answer.status_code == 200
 
 
-def test_monitoring_killed_9_mid_stream_resumes_from_its_committed_offsets(
-        platform: Platform) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGKILL], ids=["kill9"])  # SIGTERM: same, measured
+def test_monitoring_stopped_mid_stream_resumes_from_its_committed_offsets(
+        platform: Platform, signum: signal.Signals) -> None:
     """Monitoring's joins and detectors live in memory (a documented limit): a kill -9 loses
     the joins pending at that moment (a prediction read, its label not yet). What must hold:
     it starts again, resumes from its committed offsets and joins every prediction and label
@@ -245,7 +250,7 @@ def test_monitoring_killed_9_mid_stream_resumes_from_its_committed_offsets(
     join = in_background(lambda: predict_and_label(platform, "k9m-a-", count, seed=21))
     wait_for(lambda: (labeled_count(platform) or 0) > start, "monitoring to join some labels")
     before = (labeled_count(platform) or 0) - start
-    pid = platform.kill("monitoring")
+    pid = platform.kill("monitoring", signum)
     in_flight = join()
     while_down = predict_and_label(platform, "k9m-b-", count, seed=22)
     platform.restart("monitoring")
@@ -253,9 +258,9 @@ def test_monitoring_killed_9_mid_stream_resumes_from_its_committed_offsets(
              "every pair sent while monitoring was down to be joined")
     time.sleep(3)  # not a timing assertion: lets the rest of the backlog settle for the log
     after = labeled_count(platform) or 0
-    logger.info("monitoring kill -9 (pid %d): %d prediction+label pairs in flight, %d joined "
+    logger.info("monitoring %s (pid %d): %d prediction+label pairs in flight, %d joined "
                 "before the kill, %d of them after the restart, so %d lost with the pending "
-                "joins; %d sent while it was down, all joined after the restart", pid,
+                "joins; %d sent while it was down, all joined after the restart", signum.name, pid,
                 in_flight, before, after - while_down, in_flight - before - (after - while_down),
                 while_down)
     assert in_flight == while_down == count
