@@ -22,10 +22,12 @@ def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None
     parent = os.getpid()
+    # Looked up here, in the parent: the child runs `arm` between fork and exec while other
+    # threads' locks (the dynamic loader's among them) may be frozen, so it must not dlopen.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
-    def arm() -> None:  # runs in the child between fork and exec: keep it minimal
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+    def arm() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != parent:  # the parent died before prctl: nobody would signal us
             os.kill(os.getpid(), signum)
