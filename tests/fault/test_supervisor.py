@@ -155,6 +155,23 @@ def test_a_child_killed_9_is_restarted_and_the_others_keep_running(up: Up) -> No
     assert any(e.get("pid") == after["ingestion"] for e in events), events
 
 
+def test_the_embedded_broker_killed_9_is_restarted_and_the_services_ride_it_out(
+        up: Up) -> None:
+    before = up.roles()
+    os.kill(before["broker"], signal.SIGKILL)
+    wait_for(lambda: up.roles().get("broker", before["broker"]) != before["broker"],
+             "the broker to be started again")
+    wait_for(lambda: all(ready(up.ports[name]) for name in SERVICES),
+             "every service to be ready on the new broker", deadline=180)
+    after = up.roles()
+    assert {k: v for k, v in after.items() if k != "broker"} == {
+        k: v for k, v in before.items() if k != "broker"}, "a service was restarted"
+    with socket.create_connection(("127.0.0.1", up.broker_port), timeout=5):
+        pass  # the same port as before
+    events = [e for e in up.supervisor_log() if e.get("child") == "broker"]
+    assert any(e.get("pid") == after["broker"] for e in events), events
+
+
 def test_up_killed_9_leaves_no_child_behind(up: Up) -> None:
     pids = list(up.roles().values())
     assert len(pids) == 1 + len(SERVICES)
