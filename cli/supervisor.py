@@ -121,7 +121,9 @@ class Supervisor:
             return
         state.restart_at = now + delay
         logger.warning("%s exited with code %s; restarting it in %.0fs (the others keep "
-                       "running)", name, code, delay, extra={**fields, "restart_in": delay})
+                       "running)%s", name, code, delay,
+                       "; it kept messages in memory only: every message on it is lost"
+                       if name == BROKER else "", extra={**fields, "restart_in": delay})
 
     def _restart(self, name: str, state: ChildState) -> None:
         try:
