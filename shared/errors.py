@@ -2,7 +2,8 @@
 
     DriftloopError
     ├── ConfigError                 a setting or the project file is unusable
-    │   └── BrokerPortInUse
+    │   ├── BrokerPortInUse
+    │   └── PortInUse
     ├── InvalidInput                poison: the input itself is wrong (→ 422 / dead letter)
     │   ├── InvalidRecord
     │   ├── InvalidFeatures
@@ -51,6 +52,10 @@ class BrokerPortInUse(ConfigError):
     template = ("cannot start the embedded broker: {host}:{port} is already in use. Set "
                 "DRIFTLOOP_EMBEDDED_BROKER_PORT to a free port, or point DRIFTLOOP_KAFKA_BOOTSTRAP "
                 "at the broker that is listening there.")
+
+
+class PortInUse(ConfigError):
+    template = "port {port} for {service} is in use on {host}: set {variable} to a free port"
 
 
 class InvalidInput(DriftloopError):
