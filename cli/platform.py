@@ -20,6 +20,7 @@ import httpx
 
 from shared.broker import EmbeddedBroker, free_port
 from shared.processes import terminate
+from shared.signing import child_key_env, ensure_dev_keys
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +84,9 @@ class Platform:
         })
         for service, port in self.ports.items():
             env[f"DRIFTLOOP_{service.upper()}_PORT"] = str(port)
-        if self.broker is not None:
-            # The embedded broker is a development broker: its public dev key is accepted.
-            env.setdefault("DRIFTLOOP_SIGNING_KEY", "driftloop-embedded-dev-key")
-        return env
+        # Each service gets only the keys it may hold; on the embedded broker, dev key pairs.
+        dev_keys = ensure_dev_keys(self.data_dir) if self.broker is not None else None
+        return child_key_env(name, env, dev_keys)
 
     def _spawn(self, name: str) -> None:
         process = subprocess.Popen(

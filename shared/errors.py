@@ -6,7 +6,11 @@
     ├── InvalidInput                poison: the input itself is wrong (→ 422 / dead letter)
     │   ├── InvalidRecord
     │   ├── InvalidFeatures
-    │   └── UnknownDataset
+    │   ├── UnknownDataset
+    │   ├── UndeclaredModel          an event names a model the project file does not declare
+    │   ├── SignatureInvalid         forged or tampered control event: never acted on
+    │   ├── StaleDecision            a replayed registry decision older than one applied
+    │   └── RetrainRefused           a training request over its model's retrain budget
     ├── NotFound                    (→ 404)
     │   ├── ModelNotFound
     │   ├── VersionNotFound
@@ -66,6 +70,23 @@ class InvalidFeatures(InvalidInput):
 
 class UnknownDataset(InvalidInput):
     template = "unknown dataset {dataset!r}; declared datasets: {known}"
+
+
+class UndeclaredModel(InvalidInput):
+    template = "model {model!r} is not declared in the project file; refused"
+
+
+class SignatureInvalid(InvalidInput):
+    template = "{what} refused: {detail}"
+
+
+class StaleDecision(InvalidInput):
+    template = ("decision #{sequence} about {model!r} v{version} is older than decision "
+                "#{applied} already applied: a replay, refused")
+
+
+class RetrainRefused(InvalidInput):
+    template = "training request {request_id} for {model!r} refused: {detail}"
 
 
 class NotFound(DriftloopError):

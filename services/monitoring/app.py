@@ -18,11 +18,13 @@ from shared.service import Runtime, build_app
 
 def create_app(settings: MonitoringSettings) -> FastAPI:
     monitor = Monitor(load_project(settings.config))
+    registry = settings.verifier("registry")  # a public key: decisions are checked, not made
 
     async def on_start(runtime: Runtime) -> None:
         consumer = Consumer(runtime.bus, settings.group_id,
                             [Topic.PREDICTIONS, Topic.DATA_VALIDATED, Topic.MODELS_LIFECYCLE],
-                            monitor_handler(runtime.bus, monitor), max_records=1000)
+                            monitor_handler(runtime.bus, monitor, registry),
+                            max_records=1000)
         runtime.spawn("monitor", consumer.run)
 
         async def bootstrap(stopping: asyncio.Event) -> None:

@@ -14,7 +14,9 @@ from contracts.topics import Topic
 from services.monitoring.handlers import Action, Monitor
 from shared.bus import Bus
 from shared.consumer import BatchHandler, Delivery, Rejection
+from shared.errors import InvalidInput, UndeclaredModel
 from shared.registry_client import fetch_champions_when_reachable
+from shared.signing import Verifier
 
 
 async def publish_action(bus: Bus, action: Action, trace_id: str) -> None:
@@ -27,20 +29,24 @@ async def publish_action(bus: Bus, action: Action, trace_id: str) -> None:
                           ce_id=action.request_id, trace_id=trace_id)
 
 
-def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
+def monitor_handler(bus: Bus, monitor: Monitor, registry: Verifier) -> BatchHandler:
     """Feed each batch to the monitor once, then publish what it decided.
 
     The monitor's state moves as it is fed, so a batch retried after a failed publish is
     not fed again (it would decide nothing the second time): its undelivered actions stay
-    pending and are published first, before the offset is committed.
+    pending and are published first, before the offset is committed. A lifecycle decision
+    the registry did not sign, or about an undeclared model, is never fed: it is rejected
+    (dead-lettered with the reason).
     """
     pending: list[tuple[Action, str]] = []
+    rejected: list[Rejection] = []
     fed: set[str] = set()
 
     async def handle(batch: list[Delivery]) -> list[Rejection]:
-        nonlocal fed
+        nonlocal fed, rejected
         ids = {delivery.envelope.ce_id for delivery in batch}
         if ids != fed:
+            rejected = []
             for delivery in batch:
                 event = delivery.event
                 actions: list[Action] = []
@@ -49,15 +55,28 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
                 elif isinstance(event, RecordValidated):
                     actions = monitor.on_label(event)
                 elif isinstance(event, ModelLifecycleChanged):
+                    try:
+                        verify_decision(monitor, registry, event)
+                    except InvalidInput as exc:
+                        rejected.append(Rejection(delivery, str(exc), tuple(exc.errors)))
+                        continue
                     actions = monitor.on_lifecycle(event)
                 pending.extend((action, delivery.envelope.trace_id) for action in actions)
             fed = ids
         while pending:
             await publish_action(bus, *pending[0])
             pending.pop(0)
-        return []
+        return list(rejected)
 
     return handle
+
+
+def verify_decision(monitor: Monitor, registry: Verifier, event: ModelLifecycleChanged) -> None:
+    """Raise an `InvalidInput` unless the decision is about a declared model and signed by
+    the registry."""
+    if event.model not in monitor.watches:
+        raise UndeclaredModel(model=event.model)
+    registry.verify_decision(event)
 
 
 async def load_champions(monitor: Monitor, registry_url: str, stopping: asyncio.Event) -> None:
@@ -66,4 +85,4 @@ async def load_champions(monitor: Monitor, registry_url: str, stopping: asyncio.
                                                                 stopping):
         if champion is not None and monitor.watches[model].concept.version is None:
             monitor.on_champion(model, champion.version, champion.reference_profile,
-                                champion.metrics)
+                                champion.metrics, champion.decision_sequence)
