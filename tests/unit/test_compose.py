@@ -45,7 +45,6 @@ INFRASTRUCTURE = ("kafka", "postgres", "prometheus")
 ENV_PREFIX = "DRIFTLOOP_"
 DRIFTLOOP_NAME = re.compile(r"\bDRIFTLOOP_[A-Z0-9_]+")
 INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
-TEST_SIGNING_KEY = "compose-test-signing-key"
 
 
 # --- what the code reads --------------------------------------------------------------
@@ -208,7 +207,7 @@ def test_settings_built_from_compose_env(services: dict[str, Any], name: str,
     for key in list(os.environ):
         if key.upper().startswith(ENV_PREFIX):
             monkeypatch.delenv(key)
-    host_env = {"DRIFTLOOP_SIGNING_KEY": TEST_SIGNING_KEY}
+    host_env: dict[str, str] = {}
     env = {key: interpolate(value, host_env) for key, value in environment(services[name]).items()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -216,17 +215,29 @@ def test_settings_built_from_compose_env(services: dict[str, Any], name: str,
     settings: Any = settings_class(name)()
     assert settings.port == int(env[port_variable(name)])
     assert settings.host == "0.0.0.0", "a service bound to loopback is unreachable in a container"
-    assert settings.signing_key.get_secret_value() == TEST_SIGNING_KEY
+    assert settings.signing_key is None  # the removed HMAC key would stop the service
     assert settings.kafka_bootstrap == env["DRIFTLOOP_KAFKA_BOOTSTRAP"]
     assert str(settings.data_dir) == env["DRIFTLOOP_DATA_DIR"]
 
 
-def test_signing_key_is_required(services: dict[str, Any]) -> None:
+def test_each_service_holds_only_the_keys_it_may(compose: dict[str, Any],
+                                                 services: dict[str, Any]) -> None:
+    """Private keys only where they sign, as compose secrets (never an image or a variable)."""
+    from shared.signing import ALL_KEY_VARIABLES, KEY_VARIABLES
+
+    declared = compose["secrets"]
     for name in SERVICES:
-        value = environment(services[name])["DRIFTLOOP_SIGNING_KEY"]
-        with pytest.raises(LookupError):
-            interpolate(value, {})  # compose refuses to start without the key
-        assert interpolate(value, {"DRIFTLOOP_SIGNING_KEY": "k"}) == "k"
+        env = environment(services[name])
+        given = {key for key in env if key in ALL_KEY_VARIABLES}
+        assert given <= set(KEY_VARIABLES[name]), f"{name} holds {sorted(given)}"
+        mounted = set(services[name].get("secrets", []))
+        for key in given:
+            secret = env[key].removeprefix("/run/secrets/")
+            assert secret in mounted and secret in declared, f"{name}: {key} not mounted"
+        assert all("signing_key" not in s or s.startswith(name) for s in mounted), name
+    for name in ("training", "registry"):
+        assert f"DRIFTLOOP_{name.upper()}_SIGNING_KEY_FILE" in environment(services[name])
+    assert "DRIFTLOOP_SIGNING_KEY" not in {k for s in SERVICES for k in environment(services[s])}
 
 
 def test_addresses_point_at_the_services_that_answer(services: dict[str, Any]) -> None:
