@@ -286,7 +286,8 @@ async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:
 
 async def test_declared_model_with_nothing_loaded_is_409(project: Project, store: ArtifactStore,
                                                          emitted: list[PredictionMade]) -> None:
-    async with client_for(inference_app(project, ModelManager(store, project.models), emitted)) as client:
+    manager = ModelManager(store, project.models)
+    async with client_for(inference_app(project, manager, emitted)) as client:
         response = await client.post(PREDICT, json={"features": INSTANCES[0]})
     assert response.status_code == 409
     assert response.json()["error"] == "ModelNotReady"
