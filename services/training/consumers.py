@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
-import uuid
 from datetime import timedelta
 from typing import cast
 
@@ -109,8 +109,10 @@ def request_handler(bus: Bus, intake: Intake) -> BatchHandler:
 
 def _refusal_alert(request: TrainingRequested, summary: str, used: int,
                    limit: int) -> AlertRaised:
+    # One alert id per refused request: a replay after a crash raises the same alert again.
     return AlertRaised(
-        alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
+        alert_id=f"al-{hashlib.sha256(request.request_id.encode()).hexdigest()[:12]}",
+        status=AlertStatus.FIRING,
         severity=Severity.WARNING, kind="training_refused", model=request.model,
         summary=summary[:500],
         evidence={"request_id": request.request_id[:200], "reason": request.reason.value,
