@@ -52,7 +52,13 @@ def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE
     module = importlib.import_module(f"services.{service}.__main__")
     settings_module = importlib.import_module(f"services.{service}.settings")
     settings_class = getattr(settings_module, f"{service.capitalize()}Settings")
-    module.run(settings_class())
+    from shared.errors import ConfigError
+
+    try:
+        module.run(settings_class())
+    except ConfigError as exc:  # a setting to fix (a missing key, say): one line, no traceback
+        sys.stderr.write(f"driftloop {service}: {exc}\n")
+        raise typer.Exit(2) from None
 
 
 @app.command()

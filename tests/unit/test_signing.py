@@ -130,3 +130,15 @@ def test_keys_create_writes_pem_files_and_says_who_gets_which(tmp_path: Path) ->
     assert "DRIFTLOOP_TRAINING_SIGNING_KEY_FILE" in result.output
     again = CliRunner().invoke(app, ["keys", "create", "--out", str(tmp_path / "k")])
     assert again.exit_code != 0
+
+
+def test_a_service_with_a_real_cluster_and_no_key_stops_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("DRIFTLOOP_DATA_DIR", str(tmp_path))
+    for name in ("training", "registry"):
+        monkeypatch.delenv(f"DRIFTLOOP_{name.upper()}_SIGNING_KEY_FILE", raising=False)
+    result = CliRunner().invoke(app, ["run", "registry"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "DRIFTLOOP_REGISTRY_SIGNING_KEY_FILE is not set" in lines[0]
