@@ -119,7 +119,8 @@ def letters(bootstrap: str, marker: str) -> list[RecordRejected]:
 
 def state(platform: Platform, models: Iterable[str] = (MODEL,)) -> dict[str, Any]:
     """What a user can see: registry models, versions, champions, what serving loads and
-    answers. Equal before and after an attack means the attack changed nothing."""
+    answers, which version monitoring watches. Equal before and after an attack means the
+    attack changed nothing."""
     seen: dict[str, Any] = {}
     with httpx.Client(timeout=10) as client:
         registry, serving = platform.url("registry"), platform.url("serving")
@@ -133,6 +134,8 @@ def state(platform: Platform, models: Iterable[str] = (MODEL,)) -> dict[str, Any
             answer = client.post(f"{serving}/v1/models/{model}/predict",
                                  json={"features": {"x": 1.0}})
             seen[f"{model}_answer"] = (answer.status_code, answer.json().get("version"))
+            status = client.get(f"{platform.url('monitoring')}/v1/status").json()
+            seen[f"{model}_monitored_version"] = status[model]["version"]
     return seen
 
 
