@@ -8,6 +8,7 @@ window that never fills therefore holds nothing back but itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -27,8 +28,10 @@ HOUR = 3600.0
 
 
 def safe_name(name: str) -> str:
-    """A file name for an id that came from outside."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:200]
+    """A file name for an id that came from outside: readable, and distinct for distinct ids
+    (the hash), so no request can take another's place by a look-alike id."""
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:100]
+    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
 class ParkedRequest(BaseModel):

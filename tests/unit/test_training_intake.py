@@ -25,7 +25,7 @@ from contracts.topics import Topic
 from services.training import consumers
 from services.training.consumers import Intake, request_handler, train_parked
 from services.training.handlers import Trainer
-from services.training.intake import RetrainBudget
+from services.training.intake import RetrainBudget, park, safe_name
 from services.training.settings import TrainingSettings
 from shared.artifacts import ArtifactStore
 from shared.consumer import Delivery
@@ -117,6 +117,13 @@ async def test_the_park_and_the_budget_survive_a_restart(settings: TrainingSetti
     assert len(rejected) == 1
 
 
+def test_look_alike_request_ids_do_not_share_a_park(settings: TrainingSettings) -> None:
+    intake = make_intake(settings)
+    for request_id in ("a/b", "a_b"):
+        intake.queue.put(park(request(request_id), "t", 0, 0, None, "0" * 32))
+    assert sorted(p.request.request_id for p in intake.queue.waiting()) == ["a/b", "a_b"]
+
+
 def test_the_budget_counts_the_last_hour_only(tmp_path: Path) -> None:
     now = [1_000_000.0]
     budget = RetrainBudget(tmp_path, clock=lambda: now[0])
@@ -126,7 +133,7 @@ def test_the_budget_counts_the_last_hour_only(tmp_path: Path) -> None:
     assert budget.used(MODEL) == 2
     now[0] += 1801
     assert budget.used(MODEL) == 1
-    with (tmp_path / f"{MODEL}.jsonl").open("a") as ledger:
+    with (tmp_path / f"{safe_name(MODEL)}.jsonl").open("a") as ledger:
         ledger.write('{"request_id": "torn", "a')  # a crash mid-line
     assert RetrainBudget(tmp_path, clock=lambda: now[0]).used(MODEL) == 1
 
