@@ -7,6 +7,7 @@ services/<name>/settings.py with its port and knobs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
 from shared.signing import KeyPairFiles, Signer, Verifier, ensure_dev_keys
+
+logger = logging.getLogger(__name__)
 
 
 class CommonSettings(BaseSettings):
@@ -95,7 +98,11 @@ class CommonSettings(BaseSettings):
         path: Path | None = getattr(self, f"{name}_signing_key_file")
         if path is None:
             path = self._dev_keys(variable)[name].private
-        return Signer.from_pem(_read_key(path, variable), name)
+        pem = _read_key(path, variable)
+        if path.stat().st_mode & 0o077:
+            logger.warning("the %s signing key %s is readable by other users: chmod 600 it",
+                           name, path)
+        return Signer.from_pem(pem, name)
 
     def verifier(self, name: str) -> Verifier:
         """The public key of `name` ("training" or "registry"), to check what it signed."""
