@@ -26,7 +26,7 @@ from contracts.events import (
     TrainingRequested,
 )
 from contracts.topics import Topic
-from shared.signing import Signer
+from shared.signing import ALL_KEY_VARIABLES, KEY_VARIABLES, Signer
 from tests.fault.conftest import PlatformFactory
 from tests.fault.trust_helpers import (
     MODEL,
@@ -203,3 +203,16 @@ def test_the_keys_were_generated_per_signer_private_files_owner_only(
         "registry.key", "registry.pub", "training.key", "training.pub"]
     for private in ("registry.key", "training.key"):
         assert (keys / private).stat().st_mode & 0o777 == 0o600
+
+
+def test_each_service_process_holds_only_the_keys_it_may(platform: Platform) -> None:
+    """Read from each running process's own environment: a private key only where it signs."""
+    for name, process in platform.processes.items():
+        raw = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+        env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+        held = {key for key in env if key in ALL_KEY_VARIABLES}
+        assert held <= set(KEY_VARIABLES[name]), (name, sorted(held))
+        private = {key for key in held if "SIGNING_KEY" in key}
+        assert private == ({f"DRIFTLOOP_{name.upper()}_SIGNING_KEY_FILE"}
+                           if name in ("training", "registry") else set()), name
+        assert "DRIFTLOOP_SIGNING_KEY" not in env
