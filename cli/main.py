@@ -224,8 +224,8 @@ def alerts_tail(from_beginning: Annotated[bool, typer.Option(
 
 
 @keys_app.command("create")
-def keys_create(out: Annotated[Path, typer.Option(help="Directory for the PEM files.")] = Path(
-        "driftloop-keys"),
+def keys_create(out: Annotated[Path, typer.Option(
+        help="Directory for the PEM files (./keys is where docker-compose looks).")] = Path("keys"),
         signer: Annotated[list[str] | None, typer.Option(
             help="Signer to create a key pair for (training, registry); default both.")] = None,
         ) -> None:
