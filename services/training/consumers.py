@@ -127,6 +127,7 @@ async def train_parked(bus: Bus, intake: Intake, stopping: asyncio.Event,
     """The training worker: train each parked request whose window is ready, oldest first."""
     while not stopping.is_set():
         intake.wake.clear()
+        pause = poll_seconds
         for parked in await asyncio.to_thread(intake.queue.waiting):
             if stopping.is_set():
                 return
@@ -135,9 +136,11 @@ async def train_parked(bus: Bus, intake: Intake, stopping: asyncio.Event,
             except DependencyUnavailable as exc:
                 logger.warning("training of %s waits on a dependency: %s",
                                parked.request.request_id, exc)
-                break  # keep it parked; try again on the next round
+                pause = max(poll_seconds, 2.0)  # keep it parked; try again a little later
+                break
         try:
-            await asyncio.wait_for(intake.wake.wait(), poll_seconds)
+            await asyncio.wait_for(intake.wake.wait() if pause == poll_seconds
+                                   else stopping.wait(), pause)
         except TimeoutError:
             pass
 
