@@ -24,6 +24,8 @@ app = typer.Typer(help="driftloop: Kafka-native MLOps that closes the loop on dr
                   no_args_is_help=True)
 alerts_app = typer.Typer(help="Follow alerts.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+keys_app = typer.Typer(help="Signing keys of the chain of trust.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 SERVICE_NAMES = ("ingestion", "training", "registry", "serving", "monitoring")
 
@@ -54,11 +56,18 @@ def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE
         raise typer.BadParameter(f"unknown service {service!r}; one of {SERVICE_NAMES}")
     module = importlib.import_module(f"services.{service}.__main__")
     settings_module = importlib.import_module(f"services.{service}.settings")
-    settings = getattr(settings_module, f"{service.capitalize()}Settings")()
-    if not port_is_free(settings.host, settings.port):
-        raise PortInUse(port=settings.port, service=service, host=settings.host,
-                        variable=f"DRIFTLOOP_{service.upper()}_PORT")
-    module.run(settings)
+    settings_class = getattr(settings_module, f"{service.capitalize()}Settings")
+    from shared.errors import ConfigError
+
+    try:
+        settings = settings_class()
+        if not port_is_free(settings.host, settings.port):
+            raise PortInUse(port=settings.port, service=service, host=settings.host,
+                            variable=f"DRIFTLOOP_{service.upper()}_PORT")
+        module.run(settings)
+    except ConfigError as exc:  # a setting to fix (a missing key, a taken port): one line
+        sys.stderr.write(f"driftloop {service}: {exc}\n")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -202,6 +211,28 @@ def alerts_tail(from_beginning: Annotated[bool, typer.Option(
         asyncio.run(follow())
     except KeyboardInterrupt:
         pass
+
+
+@keys_app.command("create")
+def keys_create(out: Annotated[Path, typer.Option(
+        help="Directory for the PEM files (./keys is where docker-compose looks).")] = Path("keys"),
+        signer: Annotated[list[str] | None, typer.Option(
+            help="Signer to create a key pair for (training, registry); default both.")] = None,
+        ) -> None:
+    """Create Ed25519 key pairs for the services that sign (private files are mode 0600)."""
+    from shared.signing import SIGNERS, write_key_pair
+
+    names = signer or list(SIGNERS)
+    for name in names:
+        if name not in SIGNERS:
+            raise typer.BadParameter(f"unknown signer {name!r}; one of {SIGNERS}")
+    for name in names:
+        files = write_key_pair(out, name)
+        variable = f"DRIFTLOOP_{name.upper()}"
+        _out(f"{name}: private {files.private} -> give ONLY the {name} service "
+             f"{variable}_SIGNING_KEY_FILE={files.private}")
+        _out(f"{name}: public  {files.public} -> {variable}_PUBLIC_KEY_FILE={files.public} "
+             f"for {'registry, serving' if name == 'training' else 'serving, monitoring'}")
 
 
 @app.command("export-schemas")

@@ -28,6 +28,7 @@ from shared.broker import EmbeddedBroker, free_port, port_is_free
 from shared.errors import BrokerPortInUse, PortInUse
 from shared.processes import die_with_parent, terminate
 from shared.settings import CommonSettings
+from shared.signing import child_key_env, ensure_dev_keys
 from shared.tokens import local_admin_env
 
 logger = logging.getLogger(__name__)
@@ -148,10 +149,9 @@ class Platform:
         })
         for service, port in self.ports.items():
             env[port_variable(service)] = str(port)
-        if self.broker is not None:
-            # The embedded broker is a development broker: its public dev key is accepted.
-            env.setdefault("DRIFTLOOP_SIGNING_KEY", "driftloop-embedded-dev-key")
-        return env
+        # Each service gets only the keys it may hold; on the embedded broker, dev key pairs.
+        dev_keys = ensure_dev_keys(self.data_dir) if self.broker is not None else None
+        return child_key_env(name, env, dev_keys)
 
     def _spawn(self, name: str) -> None:
         # Own session: a terminal's Ctrl-C reaches only us, and we stop the children in order.

@@ -15,7 +15,7 @@ from pydantic import Field
 from contracts.base import Contract, FeatureValue, StrictContract, utcnow
 
 _FEATURES_EXAMPLE: dict[str, FeatureValue] = {"salary": 68_000.0, "age": 41, "car": 3}
-ARTIFACT_EXAMPLE: dict[str, Any] = {"digest": "ab" * 32, "signature": "cd" * 32,
+ARTIFACT_EXAMPLE: dict[str, Any] = {"digest": "ab" * 32, "signature": "cd" * 64,
                                     "size_bytes": 48213, "format": "river-pickle"}
 LINEAGE_EXAMPLE: dict[str, Any] = {
     "dataset": "loans", "snapshot_id": "9f" * 32, "records": 2000, "window": {"last": 2000},
@@ -138,8 +138,9 @@ class ArtifactRef(Contract):
 
     digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the artifact bytes; "
                         "also its address in the artifact store.", examples=["ab" * 32])
-    signature: str = Field(description="HMAC-SHA256 of the digest with the platform's signing "
-                           "key, hex.", examples=["cd" * 32])
+    signature: str = Field(description="Training's Ed25519 signature over the digest (claims "
+                           "`{kind: artifact.v1, digest}`), hex: only artifacts training "
+                           "produced verify.", examples=["cd" * 64])
     size_bytes: int = Field(ge=0, description="Artifact size.", examples=[48213])
     format: str = Field(default="river-pickle", description="Serialisation format.",
                         examples=["river-pickle"])
@@ -211,6 +212,11 @@ class ModelTrained(Contract):
     trained_at: datetime = Field(default_factory=utcnow, description="When training finished.",
                                  examples=["2026-11-22T10:07:00Z"])
     duration_seconds: float = Field(ge=0, description="Wall time of the run.", examples=[1.8])
+    signature: str | None = Field(default=None, description="Training's Ed25519 signature, hex, "
+                                  "over the canonical JSON of the run's claims (model, run id, "
+                                  "request, artifact digest, metrics, holdout, baseline, lineage, "
+                                  "reference profile). The registry refuses a run without a "
+                                  "valid one.", examples=["ef" * 64])
 
 
 class LifecycleAction(StrEnum):
@@ -246,6 +252,15 @@ class ModelLifecycleChanged(Contract):
                                    "the version, when known.", examples=["req-5c1d"])
     at: datetime = Field(default_factory=utcnow, description="When.",
                          examples=["2026-11-22T10:07:01Z"])
+    sequence: int | None = Field(default=None, ge=1, description="Order of the registry's "
+                                 "decisions about this model (higher is newer): a replayed older "
+                                 "decision is refused.", examples=[7])
+    signature: str | None = Field(default=None, description="The registry's Ed25519 signature, "
+                                  "hex, over the canonical JSON of the decision (model, version, "
+                                  "action, champion, sequence, artifact digest, metrics, "
+                                  "reference profile, reason, actor, time). Serving and "
+                                  "monitoring refuse a decision without a valid one.",
+                                  examples=["ef" * 64])
 
 
 class PredictionMade(Contract):

@@ -107,6 +107,10 @@ class ModelVersionView(Contract):
                                  examples=["first version of the model"])
     created_at: datetime = Field(description="When registered.",
                                  examples=["2026-11-22T10:07:01Z"])
+    decision_sequence: int | None = Field(default=None, description="Sequence of the latest "
+                                          "registry decision about this version (as on "
+                                          "models.lifecycle): lets a reader refuse older "
+                                          "decisions replayed on the topic.", examples=[7])
 
 
 class ModelView(Contract):

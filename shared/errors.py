@@ -9,7 +9,11 @@
     │   ├── InvalidFeatures
     │   ├── UnknownDataset
     │   ├── ConflictingRecord       a known record id sent again with other content
-    │   └── PublishRefused          the broker refuses this message itself (too large, …)
+    │   ├── PublishRefused          the broker refuses this message itself (too large, …)
+    │   ├── UndeclaredModel          an event names a model the project file does not declare
+    │   ├── SignatureInvalid         forged or tampered control event: never acted on
+    │   ├── StaleDecision            a replayed registry decision older than one applied
+    │   └── RetrainRefused           a training request over its model's retrain budget
     ├── NotFound                    (→ 404)
     │   ├── ModelNotFound
     │   ├── VersionNotFound
@@ -88,6 +92,23 @@ class PublishRefused(InvalidInput):
     Kafka edge treats it as poison, never as "broker unavailable"."""
 
     template = "the broker refused a {topic} message: {detail}"
+
+
+class UndeclaredModel(InvalidInput):
+    template = "model {model!r} is not declared in the project file; refused"
+
+
+class SignatureInvalid(InvalidInput):
+    template = "{what} refused: {detail}"
+
+
+class StaleDecision(InvalidInput):
+    template = ("decision #{sequence} about {model!r} v{version} is older than decision "
+                "#{applied} already applied: a replay, refused")
+
+
+class RetrainRefused(InvalidInput):
+    template = "training request {request_id} for {model!r} refused: {detail}"
 
 
 class NotFound(DriftloopError):

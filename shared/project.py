@@ -117,6 +117,9 @@ class PolicySpec(_Spec):
     """At most this many of the newest records in a retrain window."""
     retrain_cooldown_seconds: float = Field(default=60, ge=0)
     """Minimum time between two drift retrains of one model."""
+    max_retrains_per_hour: int = Field(default=6, ge=1, le=3600)
+    """Training requests (any reason) accepted per model per hour; more are refused,
+    dead-lettered and alerted, so a flood of requests cannot flood the registry."""
     retrain_timeout_seconds: float = Field(default=900, gt=0)
     """A retrain with no registry decision after this long is presumed lost (e.g. its request
     was dead-lettered), so drift may request another."""

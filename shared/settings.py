@@ -7,6 +7,7 @@ services/<name>/settings.py with its port and knobs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.signing import KeyPairFiles, Signer, Verifier, ensure_dev_keys
 from shared.tokens import TokenEntry
 
-DEV_SIGNING_KEY = "driftloop-dev-signing-key"
+logger = logging.getLogger(__name__)
 
 
 class CommonSettings(BaseSettings):
@@ -53,8 +55,20 @@ class CommonSettings(BaseSettings):
     """Interface the embedded broker listens on."""
     embedded_broker_port: int = Field(default=9092, ge=1, le=65535)
     """Port of the embedded broker."""
-    signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
-    """Key that signs model artifacts; must be set when using a real cluster."""
+    signing_key: SecretStr | None = None
+    """Removed (it was a shared HMAC secret): set, it stops start-up with what to do instead."""
+    training_signing_key_file: Path | None = None
+    """Training's Ed25519 private key (PEM, mode 0600). Training only."""
+    training_public_key: str | None = None
+    """Training's public key (PEM text), for the registry and serving."""
+    training_public_key_file: Path | None = None
+    """Training's public key as a file (instead of DRIFTLOOP_TRAINING_PUBLIC_KEY)."""
+    registry_signing_key_file: Path | None = None
+    """The registry's Ed25519 private key (PEM, mode 0600). Registry only."""
+    registry_public_key: str | None = None
+    """The registry's public key (PEM text), for serving and monitoring."""
+    registry_public_key_file: Path | None = None
+    """The registry's public key as a file (instead of DRIFTLOOP_REGISTRY_PUBLIC_KEY)."""
     registry_url: str = "http://127.0.0.1:8001"
     """Base URL of the registry API."""
     host: str = "127.0.0.1"
@@ -79,20 +93,51 @@ class CommonSettings(BaseSettings):
     """The token this process presents to driftloop services (the CLI; a service calling
     the registry when reads are closed). Unset: <data_dir>/secrets/admin.token if present."""
 
-    def signing_key_bytes(self) -> bytes:
-        """The artifact signing key, refused when it is unsafe for the cluster in use.
+    def refuse_legacy_key(self) -> None:
+        """DRIFTLOOP_SIGNING_KEY was a shared HMAC secret that every verifier could sign with."""
+        if self.signing_key is not None:
+            raise ConfigError(detail=(
+                "DRIFTLOOP_SIGNING_KEY is no longer used: artifacts and decisions are signed with "
+                "Ed25519 key pairs. Unset it, run `driftloop keys create --out DIR`, and give "
+                "training DRIFTLOOP_TRAINING_SIGNING_KEY_FILE, the registry "
+                "DRIFTLOOP_REGISTRY_SIGNING_KEY_FILE, and the others the public keys "
+                "(DRIFTLOOP_TRAINING_PUBLIC_KEY_FILE, DRIFTLOOP_REGISTRY_PUBLIC_KEY_FILE); "
+                "existing versions must be retrained to be served"))
 
-        Called by the services that sign or verify (training, serving) at start-up; other
-        processes (the CLI, say) need no key.
-        """
-        key = self.signing_key.get_secret_value()
-        if len(key) < 16:
-            raise ConfigError(detail="DRIFTLOOP_SIGNING_KEY must be at least 16 characters")
-        if self.kafka_bootstrap and key == DEV_SIGNING_KEY:
-            raise ConfigError(detail="DRIFTLOOP_SIGNING_KEY must be set to a secret of your own "
-                              "when DRIFTLOOP_KAFKA_BOOTSTRAP points at a real cluster (the "
-                              "development key is public, so anyone could sign a model)")
-        return key.encode()
+    def _dev_keys(self, variable: str) -> dict[str, KeyPairFiles]:
+        """Development keys in the data dir, only when this process runs its own embedded
+        broker; with a real cluster every key must be given."""
+        if self.kafka_bootstrap:
+            raise ConfigError(detail=f"{variable} is not set; it is required with a real Kafka "
+                              "cluster (create keys with `driftloop keys create`)")
+        return ensure_dev_keys(self.data_dir)
+
+    def signer(self, name: str) -> Signer:
+        """The private key of `name` ("training" or "registry"), for that service alone."""
+        self.refuse_legacy_key()
+        variable = f"DRIFTLOOP_{name.upper()}_SIGNING_KEY_FILE"
+        path: Path | None = getattr(self, f"{name}_signing_key_file")
+        if path is None:
+            path = self._dev_keys(variable)[name].private
+        pem = _read_key(path, variable)
+        if path.stat().st_mode & 0o077:
+            logger.warning("the %s signing key %s is readable by other users: chmod 600 it",
+                           name, path)
+        return Signer.from_pem(pem, name)
+
+    def verifier(self, name: str) -> Verifier:
+        """The public key of `name` ("training" or "registry"), to check what it signed."""
+        self.refuse_legacy_key()
+        variable = f"DRIFTLOOP_{name.upper()}_PUBLIC_KEY"
+        text: str | None = getattr(self, f"{name}_public_key")
+        path: Path | None = getattr(self, f"{name}_public_key_file")
+        if text:
+            pem = text.encode()
+        else:
+            if path is None:
+                path = self._dev_keys(f"{variable} or {variable}_FILE")[name].public
+            pem = _read_key(path, f"{variable}_FILE")
+        return Verifier.from_pem(pem, name)
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Keyword arguments shared by every aiokafka client."""
@@ -107,6 +152,14 @@ class CommonSettings(BaseSettings):
 
             options["ssl_context"] = create_ssl_context(cafile=str(self.kafka_ssl_cafile))
         return options
+
+
+def _read_key(path: Path, variable: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(detail=f"cannot read the key file {path} ({variable}): "
+                          f"{exc.strerror}") from None
 
 
 def client_bootstrap(settings: CommonSettings) -> str:

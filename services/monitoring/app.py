@@ -20,11 +20,12 @@ def create_app(settings: MonitoringSettings) -> FastAPI:
     monitor = Monitor(load_project(settings.config),
                       max_pending_predictions=settings.max_pending_predictions,
                       max_pending_labels=settings.max_pending_labels)
+    registry = settings.verifier("registry")  # a public key: decisions are checked, not made
 
     async def on_start(runtime: Runtime) -> None:
         consumer = Consumer(runtime.bus, settings.group_id,
                             [Topic.PREDICTIONS, Topic.DATA_VALIDATED, Topic.MODELS_LIFECYCLE],
-                            monitor_handler(runtime.bus, monitor), max_records=1000,
+                            monitor_handler(runtime.bus, monitor, registry), max_records=1000,
                             stateful=True)
         runtime.spawn("monitor", consumer.run)
 

@@ -15,8 +15,9 @@ from contracts.topics import Topic
 from services.monitoring.handlers import Action, Monitor
 from shared.bus import Bus
 from shared.consumer import BatchHandler, Delivery, Rejection, feed_each
-from shared.errors import PublishRefused
+from shared.errors import PublishRefused, UndeclaredModel
 from shared.registry_client import fetch_champions_when_reachable
+from shared.signing import Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ async def publish_action(bus: Bus, action: Action, trace_id: str) -> None:
                           ce_id=action.request_id, trace_id=trace_id)
 
 
-def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
+def monitor_handler(bus: Bus, monitor: Monitor, registry: Verifier) -> BatchHandler:
     """Feed each batch to the monitor once, then publish what it decided.
 
     The monitor's state moves as it is fed, so a batch retried after a failed publish is
@@ -39,7 +40,9 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
     pending and are published first, before the offset is committed. A batch is known by
     its coordinates, which no sender can forge (ids can be), and the hash of its bytes (the
     memory broker reuses coordinates after a restart); an event the monitor cannot take is
-    rejected alone (`feed_each`). Run it with `stateful=True`.
+    rejected alone (`feed_each`): a lifecycle decision the registry did not sign, or about an
+    undeclared model, is never fed but dead-lettered with the reason. Run it with
+    `stateful=True`.
     """
     pending: list[tuple[Action, str]] = []
     fed: set[tuple[str, int, int, int]] = set()
@@ -53,6 +56,7 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
         elif isinstance(event, RecordValidated):
             actions = monitor.on_label(event)
         elif isinstance(event, ModelLifecycleChanged):
+            verify_decision(monitor, registry, event)
             actions = monitor.on_lifecycle(event)
         pending.extend((action, delivery.envelope.trace_id) for action in actions)
 
@@ -74,10 +78,18 @@ def monitor_handler(bus: Bus, monitor: Monitor) -> BatchHandler:
     return handle
 
 
+def verify_decision(monitor: Monitor, registry: Verifier, event: ModelLifecycleChanged) -> None:
+    """Raise an `InvalidInput` unless the decision is about a declared model and signed by
+    the registry."""
+    if event.model not in monitor.watches:
+        raise UndeclaredModel(model=event.model)
+    registry.verify_decision(event)
+
+
 async def load_champions(monitor: Monitor, registry_url: str, stopping: asyncio.Event) -> None:
     """At start-up, learn which version serves each model and its data reference."""
     async for model, champion in fetch_champions_when_reachable(registry_url, monitor.watches,
                                                                 stopping):
         if champion is not None and monitor.watches[model].concept.version is None:
             monitor.on_champion(model, champion.version, champion.reference_profile,
-                                champion.metrics)
+                                champion.metrics, champion.decision_sequence)

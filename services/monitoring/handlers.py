@@ -60,6 +60,8 @@ class ModelWatch:
     retrain_in_flight: str | None = None
     """Request id of the drift retrain awaiting a registry decision."""
     last_retrain_at: float = float("-inf")
+    decision_sequence: int = 0
+    """Newest registry decision seen: an older one (history re-read, or a replay) is ignored."""
 
 
 class Monitor:
@@ -85,10 +87,14 @@ class Monitor:
     # -- inputs ---------------------------------------------------------------------------
 
     def on_champion(self, model: str, version: int, reference: Mapping[str, BinnedDistribution],
-                    metrics: Mapping[str, float]) -> list[Action]:
+                    metrics: Mapping[str, float], sequence: int | None = None) -> list[Action]:
         """A version started serving: new error stream, new data reference."""
         watch = self.watches.get(model)
-        if watch is None or watch.concept.version == version:
+        if watch is None:
+            return []
+        if sequence is not None:
+            watch.decision_sequence = max(watch.decision_sequence, sequence)
+        if watch.concept.version == version:
             return []
         if watch.concept.recent:
             watch.replaced_error = sum(watch.concept.recent) / len(watch.concept.recent)
@@ -99,16 +105,23 @@ class Monitor:
         return []
 
     def on_lifecycle(self, event: ModelLifecycleChanged) -> list[Action]:
+        """A registry decision (its signature already checked at the edge)."""
         watch = self.watches.get(event.model)
         if watch is None:
             return []
+        if event.sequence is not None:
+            if event.sequence <= watch.decision_sequence:
+                logger.info("decision #%d about %s is not newer than #%d; ignored",
+                            event.sequence, event.model, watch.decision_sequence)
+                return []
+            watch.decision_sequence = event.sequence
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.REJECTED)
                 and event.request_id is not None and event.request_id == watch.retrain_in_flight):
             watch.retrain_in_flight = None
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.ROLLED_BACK)
                 and event.champion_version == event.version):
             return self.on_champion(event.model, event.version, event.reference_profile,
-                                    event.metrics)
+                                    event.metrics, event.sequence)
         return []
 
     def on_prediction(self, event: PredictionMade) -> list[Action]:

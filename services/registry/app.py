@@ -17,8 +17,10 @@ from shared.service import Runtime, build_app
 
 def create_app(settings: RegistrySettings) -> FastAPI:
     """Build the app; the database is migrated here, the consumer starts in the lifespan."""
+    # The registry's private key lives here alone; training's public key checks runs.
     registry = Registry(load_project(settings.config),
-                        RegistryStore(settings.resolved_database_url()))
+                        RegistryStore(settings.resolved_database_url()),
+                        settings.signer("registry"), settings.verifier("training"))
 
     async def on_start(runtime: Runtime) -> None:
         consumer = Consumer(runtime.bus, settings.group_id, [Topic.MODELS_TRAINED],

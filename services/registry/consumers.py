@@ -17,7 +17,9 @@ from shared.errors import DependencyUnavailable
 
 def trained_handler(bus: Bus, registry: Registry) -> BatchHandler:
     """Record the candidate, then publish the decision with a deterministic ce_id so a replay
-    after a crash (decision stored, not yet published) is de-duplicated downstream."""
+    after a crash (decision stored, not yet published) is de-duplicated downstream. A run
+    that training did not sign, or of an undeclared model, is dead-lettered by `per_event`
+    (an `InvalidInput`) and changes nothing."""
 
     async def handle(delivery: Delivery) -> None:
         event = cast(ModelTrained, delivery.event)

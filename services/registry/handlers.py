@@ -1,6 +1,6 @@
 """The registry's decisions: record runs, apply the promotion policy, promote, roll back.
 
-No HTTP or Kafka types: every method returns the lifecycle events to publish.
+No HTTP or Kafka types: every method returns the lifecycle events to publish, signed.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import logging
 
 from contracts.events import LifecycleAction, ModelLifecycleChanged, ModelTrained
 from contracts.http import ModelVersionView
-from services.registry.store import RegistryStore
-from shared.errors import ModelNotFound, PromotionRefused
+from services.registry.store import Decided, RegistryStore
+from shared.errors import ModelNotFound, PromotionRefused, UndeclaredModel
 from shared.project import PolicySpec, Project
+from shared.signing import Signer, Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +42,36 @@ def judge(candidate: ModelTrained, champion: int | None,
 
 
 class Registry:
-    """Versions, champions and the audit trail of every model in the project."""
+    """Versions, champions and the audit trail of every model in the project.
 
-    def __init__(self, project: Project, store: RegistryStore) -> None:
+    Only runs that training signed are recorded (its public key checks them); every
+    decision is signed with the registry's private key before it is announced.
+    """
+
+    def __init__(self, project: Project, store: RegistryStore, signer: Signer,
+                 training: Verifier) -> None:
         self.project = project
         self.store = store
+        self.signer = signer
+        self.training = training
 
     def _event(self, view: ModelVersionView, action: LifecycleAction, reason: str,
-               champion: int | None, actor: str) -> ModelLifecycleChanged:
-        return ModelLifecycleChanged(
+               champion: int | None, actor: str, sequence: int | None) -> ModelLifecycleChanged:
+        return self.signer.sign_decision(ModelLifecycleChanged(
             model=view.model, version=view.version, action=action, reason=reason,
             run_id=view.run_id, artifact=view.artifact, champion_version=champion,
             metrics=view.metrics, reference_profile=view.reference_profile, actor=actor,
-            request_id=view.request_id)
+            request_id=view.request_id, sequence=sequence))
 
     def record(self, event: ModelTrained) -> list[ModelLifecycleChanged]:
-        """Register a trained candidate and decide on it; replays return the same decision."""
+        """Register a trained candidate and decide on it; replays return the same decision.
+
+        A run of an undeclared model, or one training did not sign (forged, tampered, signed
+        with another key), raises an `InvalidInput` and changes nothing.
+        """
+        if event.model not in self.project.models:
+            raise UndeclaredModel(model=event.model)
+        self.training.verify_run(event)
         policy = self.project.model(event.model).policy
         existing = self.store.by_run(event.run_id)
         if existing is not None and existing.stage != "candidate":
@@ -65,28 +80,31 @@ class Registry:
             action = (LifecycleAction.REJECTED if existing.stage == "rejected"
                       else LifecycleAction.PROMOTED)
             return [self._event(existing, action, existing.decision or "",
-                                self.store.champion_version(event.model), "policy")]
+                                self.store.champion_version(event.model), "policy",
+                                existing.decision_sequence)]
         # A row still "candidate" was stored but never judged (a crash between the two
         # transactions): judge it now.
         version = existing.version if existing else self.store.add_version(event)
         champion = self.store.champion_version(event.model)
         action, reason = judge(event, champion, policy)
         promoted = action is LifecycleAction.PROMOTED
-        self.store.decide(event.model, version, action.value, reason, "policy",
-                          new_champion=version if promoted else None,
-                          stage="champion" if promoted else "rejected")
+        decided = self.store.decide(event.model, version, action.value, reason, "policy",
+                                    new_champion=version if promoted else None,
+                                    stage="champion" if promoted else "rejected")
         logger.info("%s v%d %s: %s", event.model, version, action.value, reason)
         view = self.store.get(event.model, version)
-        return self._announce(view, action, reason, champion, "policy")
+        return self._announce(view, action, reason, decided, "policy")
 
     def _announce(self, view: ModelVersionView, action: LifecycleAction, reason: str,
-                  previous: int | None, actor: str) -> list[ModelLifecycleChanged]:
+                  decided: Decided, actor: str) -> list[ModelLifecycleChanged]:
         champion = self.store.champion_version(view.model)
-        events = [self._event(view, action, reason, champion, actor)]
+        events = [self._event(view, action, reason, champion, actor, decided.sequence)]
+        previous = decided.previous
         if previous is not None and champion != previous:
             old = self.store.get(view.model, previous)
             events.append(self._event(old, LifecycleAction.ARCHIVED,
-                                      f"replaced by v{champion}", champion, actor))
+                                      f"replaced by v{champion}", champion, actor,
+                                      decided.archived_sequence))
         return events
 
     def promote(self, model: str, version: int, reason: str,
@@ -96,10 +114,10 @@ class Registry:
         view = self.store.get(model, version)
         if view.stage == "champion":
             raise PromotionRefused(model=model, version=version, detail="it is already champion")
-        previous = self.store.decide(model, version, "promoted", reason, actor,
-                                     new_champion=version, stage="champion")
+        decided = self.store.decide(model, version, "promoted", reason, actor,
+                                    new_champion=version, stage="champion")
         return self._announce(self.store.get(model, version), LifecycleAction.PROMOTED, reason,
-                              previous, actor)
+                              decided, actor)
 
     def rollback(self, model: str, reason: str, actor: str) -> list[ModelLifecycleChanged]:
         """Restore the champion that the current one replaced when it was promoted; repeated
@@ -118,10 +136,10 @@ class Registry:
             raise PromotionRefused(model=model, version=current,
                                    detail="no earlier champion to roll back to")
         target = earlier[-1]
-        self.store.decide(model, target, "rolled_back", reason, actor, new_champion=target,
-                          stage="champion")
+        decided = self.store.decide(model, target, "rolled_back", reason, actor,
+                                    new_champion=target, stage="champion")
         return self._announce(self.store.get(model, target), LifecycleAction.ROLLED_BACK, reason,
-                              current, actor)
+                              decided, actor)
 
     def champion(self, model: str) -> ModelVersionView | None:
         self._declared(model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,22 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _inserted_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the database returned no id for an audit line")
+    return int(key[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What `decide` did: the champion before, and the sequence numbers it wrote."""
+
+    previous: int | None
+    sequence: int
+    archived_sequence: int | None = None
+
+
 class RegistryStore:
     """Reads and writes of the registry database; each method is one transaction."""
 
@@ -35,7 +52,22 @@ class RegistryStore:
         self.engine.dispose()
 
     @staticmethod
-    def _view(row: sa.Row[Any], champion: int | None) -> ModelVersionView:
+    def _sequences(conn: sa.Connection, model: str,
+                   version: int | None = None) -> dict[int, int]:
+        """Version → id of its latest audit line: the sequence of its latest decision."""
+        query = (sa.select(audit.c.version, sa.func.max(audit.c.id))
+                 .where(audit.c.model == model).group_by(audit.c.version))
+        if version is not None:
+            query = query.where(audit.c.version == version)
+        return {int(v): int(i) for v, i in conn.execute(query).all()}
+
+    def decision_sequence(self, model: str, version: int) -> int | None:
+        with self.engine.connect() as conn:
+            return self._sequences(conn, model, version).get(version)
+
+    @staticmethod
+    def _view(row: sa.Row[Any], champion: int | None,
+              sequence: int | None = None) -> ModelVersionView:
         stage = "champion" if champion == row.version else row.stage
         return ModelVersionView(
             model=row.model, version=row.version, run_id=row.run_id,
@@ -46,7 +78,8 @@ class RegistryStore:
             lineage=Lineage.model_validate(row.lineage),
             reference_profile={k: BinnedDistribution.model_validate(v)
                                for k, v in row.reference_profile.items()},
-            decision=row.decision, created_at=_aware(row.created_at))
+            decision=row.decision, created_at=_aware(row.created_at),
+            decision_sequence=sequence)
 
     def champion_version(self, model: str, conn: sa.Connection | None = None) -> int | None:
         query = sa.select(champions.c.version).where(champions.c.model == model)
@@ -58,7 +91,10 @@ class RegistryStore:
     def by_run(self, run_id: str) -> ModelVersionView | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(versions).where(versions.c.run_id == run_id)).first()
-            return None if row is None else self._view(row, self.champion_version(row.model, conn))
+            if row is None:
+                return None
+            return self._view(row, self.champion_version(row.model, conn),
+                              self._sequences(conn, row.model, row.version).get(row.version))
 
     def get(self, model: str, version: int) -> ModelVersionView:
         with self.engine.connect() as conn:
@@ -66,14 +102,16 @@ class RegistryStore:
                 versions.c.model == model, versions.c.version == version)).first()
             if row is None:
                 raise VersionNotFound(model=model, version=version)
-            return self._view(row, self.champion_version(model, conn))
+            return self._view(row, self.champion_version(model, conn),
+                              self._sequences(conn, model, version).get(version))
 
     def list_versions(self, model: str) -> list[ModelVersionView]:
         with self.engine.connect() as conn:
             champion = self.champion_version(model, conn)
             rows = conn.execute(sa.select(versions).where(versions.c.model == model)
                                 .order_by(versions.c.version)).all()
-            return [self._view(row, champion) for row in rows]
+            sequences = self._sequences(conn, model)
+            return [self._view(row, champion, sequences.get(row.version)) for row in rows]
 
     def models(self) -> list[tuple[str, int | None, int]]:
         """(model, champion version, number of versions) for every registered model."""
@@ -99,8 +137,9 @@ class RegistryStore:
             return latest + 1
 
     def decide(self, model: str, version: int, action: str, reason: str, actor: str,
-               new_champion: int | None, stage: str | None = None) -> int | None:
-        """Record a decision: stages, champion, audit line. Returns the previous champion."""
+               new_champion: int | None, stage: str | None = None) -> Decided:
+        """Record a decision: stages, champion, audit line. Returns the previous champion and
+        the sequence (audit line id) of the decision and of the archiving it caused."""
         now = utcnow()
         with self.engine.begin() as conn:
             previous = self.champion_version(model, conn)
@@ -109,8 +148,10 @@ class RegistryStore:
                 values.update(stage=stage, decision_action=action)
             conn.execute(versions.update().where(versions.c.model == model,
                                                  versions.c.version == version).values(**values))
-            conn.execute(audit.insert().values(model=model, version=version, action=action,
-                                               reason=reason, actor=actor, at=now))
+            sequence = _inserted_id(conn.execute(audit.insert().values(
+                model=model, version=version, action=action, reason=reason, actor=actor,
+                at=now)))
+            archived: int | None = None
             if new_champion is not None and new_champion != previous:
                 if previous is None:
                     conn.execute(champions.insert().values(model=model, version=new_champion))
@@ -120,10 +161,10 @@ class RegistryStore:
                     conn.execute(versions.update().where(
                         versions.c.model == model, versions.c.version == previous)
                         .values(stage="archived"))
-                    conn.execute(audit.insert().values(
+                    archived = _inserted_id(conn.execute(audit.insert().values(
                         model=model, version=previous, action="archived",
-                        reason=f"replaced by v{new_champion}", actor=actor, at=now))
-            return previous
+                        reason=f"replaced by v{new_champion}", actor=actor, at=now)))
+            return Decided(previous, sequence, archived)
 
     def audit_log(self, model: str) -> list[AuditEntry]:
         with self.engine.connect() as conn:

@@ -22,8 +22,11 @@ from shared.service import Runtime, build_app
 
 def create_app(settings: ServingSettings) -> FastAPI:
     project = load_project(settings.config)
+    # Public keys only: training's checks each artifact, the registry's each decision.
     models = ModelManager(ArtifactStore(settings.data_dir / "artifacts",
-                                        settings.signing_key_bytes()))
+                                        verifier=settings.verifier("training")),
+                          declared=project.models)
+    registry = settings.verifier("registry")
     outbox = Outbox(Topic.PREDICTIONS, settings.outbox_capacity)
     predictor = Predictor(project, models, lambda event: outbox.put(event.prediction_id, event))
 
@@ -31,7 +34,8 @@ def create_app(settings: ServingSettings) -> FastAPI:
         outbox.start(runtime.bus)
         # Every replica must see every decision: a group of its own, from now on.
         lifecycle = Consumer(runtime.bus, f"serving-{uuid.uuid4().hex[:8]}",
-                             [Topic.MODELS_LIFECYCLE], per_event(lifecycle_handler(models)),
+                             [Topic.MODELS_LIFECYCLE],
+                             per_event(lifecycle_handler(models, registry)),
                              from_beginning=False)
         runtime.spawn("models.lifecycle", lifecycle.run)
         synced = asyncio.Event()

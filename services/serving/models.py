@@ -1,9 +1,11 @@
-"""The models serving holds: verified before loading, swapped atomically."""
+"""The models serving holds: declared ones only, verified before loading, swapped atomically,
+never rolled back by a replayed older decision."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +15,13 @@ from prometheus_client import Counter
 from contracts.base import utcnow
 from contracts.events import ArtifactRef
 from shared.artifacts import ArtifactStore
-from shared.errors import ArtifactIntegrityError, ArtifactNotFound, ModelNotReady
+from shared.errors import (
+    ArtifactIntegrityError,
+    ArtifactNotFound,
+    ModelNotReady,
+    StaleDecision,
+    UndeclaredModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +43,13 @@ class ModelManager:
     """The champion of each model. A request reads one reference: the old model or the new,
     never neither, because a swap is a single dict assignment done after loading."""
 
-    def __init__(self, artifacts: ArtifactStore) -> None:
+    def __init__(self, artifacts: ArtifactStore, declared: Iterable[str]) -> None:
         self.artifacts = artifacts
+        self.declared = frozenset(declared)
         self._current: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._swaps: dict[str, int] = {}
+        self._sequences: dict[str, int] = {}
 
     def get(self, model: str) -> LoadedModel:
         try:
@@ -54,14 +64,33 @@ class ModelManager:
         """How many times `model` was swapped: a mark to load "only if nothing newer came"."""
         return self._swaps.get(model, 0)
 
+    def sequence(self, model: str) -> int:
+        """Sequence of the newest registry decision applied to `model` (0: none known)."""
+        return self._sequences.get(model, 0)
+
     async def load(self, model: str, version: int, artifact: ArtifactRef,
-                   unless_swapped_since: int | None = None) -> bool:
-        """Verify and unpickle in a thread, then swap; False (old model kept) if refused, or
-        if the model was swapped since the `unless_swapped_since` mark (that one is newer)."""
+                   unless_swapped_since: int | None = None, sequence: int | None = None) -> bool:
+        """Verify and unpickle in a thread, then swap; False (old model kept) if refused, if
+        the model was swapped since the `unless_swapped_since` mark (that one is newer), or if
+        decision `sequence` was applied already.
+
+        Raises `UndeclaredModel` for a model the project does not declare, and
+        `StaleDecision` for a decision older than one applied (a replay must not roll back).
+        The artifact's digest must come from a verified source (a registry decision whose
+        signature was checked, or the registry API); the bytes are checked against it.
+        """
+        if model not in self.declared:
+            raise UndeclaredModel(model=model)
         lock = self._locks.setdefault(model, asyncio.Lock())
         async with lock:
             if unless_swapped_since is not None and self.swaps(model) != unless_swapped_since:
                 return False
+            applied = self.sequence(model)
+            if sequence is not None and applied and sequence <= applied:
+                if sequence == applied:
+                    return False  # the same decision again (a re-announcement): nothing to do
+                raise StaleDecision(sequence=sequence, model=model, version=version,
+                                    applied=applied)
             current = self._current.get(model)
             try:
                 if current is not None and current.digest == artifact.digest:
@@ -78,6 +107,8 @@ class ModelManager:
             self._current[model] = LoadedModel(model, version, estimator, artifact.digest,
                                                utcnow())
             self._swaps[model] = self.swaps(model) + 1
+            if sequence is not None:
+                self._sequences[model] = sequence
             LOADS.labels("loaded").inc()
             logger.info("now serving %s v%d", model, version,
                         extra={"digest": artifact.digest})

@@ -1,11 +1,19 @@
-"""The training service's app: health and metrics, plus its two consumers."""
+"""The training service's app: health and metrics, its two consumers and the worker that
+trains parked requests."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import FastAPI
 
 from contracts.topics import Topic
-from services.training.consumers import request_handler, validated_handler
+from services.training.consumers import (
+    Intake,
+    request_handler,
+    train_parked,
+    validated_handler,
+)
 from services.training.handlers import Trainer
 from services.training.routes import build_router
 from services.training.settings import TrainingSettings
@@ -17,18 +25,24 @@ from shared.service import Runtime, build_app
 
 
 def create_app(settings: TrainingSettings) -> FastAPI:
+    signer = settings.signer("training")  # training's private key lives here and nowhere else
     trainer = Trainer(load_project(settings.config), DatasetStore(settings.data_dir / "datasets"),
-                      ArtifactStore(settings.data_dir / "artifacts",
-                                    settings.signing_key_bytes()),
-                      settings.data_dir / "training", settings.min_training_records)
+                      ArtifactStore(settings.data_dir / "artifacts", signer=signer),
+                      settings.data_dir / "training", signer, settings.min_training_records)
+    intake = Intake(trainer, settings)
 
     async def on_start(runtime: Runtime) -> None:
         requests = Consumer(runtime.bus, settings.group_id, [Topic.TRAINING_REQUESTS],
-                            request_handler(runtime.bus, trainer, settings), max_records=1)
+                            request_handler(runtime.bus, intake), max_records=100)
         validated = Consumer(runtime.bus, f"{settings.group_id}-trigger", [Topic.DATA_VALIDATED],
-                             validated_handler(runtime.bus, trainer))
+                             validated_handler(runtime.bus, trainer, intake))
+
+        async def worker(stopping: asyncio.Event) -> None:
+            await train_parked(runtime.bus, intake, stopping)
+
         runtime.spawn("training.requests", requests.run)
         runtime.spawn("data.validated", validated.run)
+        runtime.spawn("train-parked", worker)
         runtime.checks["consumers_assigned"] = lambda: (requests.assigned.is_set()
                                                         and validated.assigned.is_set())
 

@@ -25,6 +25,7 @@ from shared.errors import InvalidInput
 from shared.files import atomic_write
 from shared.pipelines import build_pipeline
 from shared.project import Project, ValueType
+from shared.signing import Signer
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,16 @@ class NotEnoughData(InvalidInput):
 
 
 class Trainer:
-    """Turns training requests into scored, stored, signed candidate models."""
+    """Turns training requests into scored, stored, signed candidate models.
+
+    The champion used as the baseline is unpickled only after its artifact verified
+    (training's own signature over the digest, and the bytes against the digest).
+    """
 
     def __init__(self, project: Project, datasets: DatasetStore, artifacts: ArtifactStore,
-                 state_dir: Path, min_records: int = 20) -> None:
+                 state_dir: Path, signer: Signer, min_records: int = 20) -> None:
         self.project = project
+        self.signer = signer
         self.datasets = datasets
         self.artifacts = artifacts
         self.runs_dir = state_dir / "runs"
@@ -105,6 +111,7 @@ class Trainer:
             artifact=self.artifacts.save_model(model),
             reference_profile=profile(train, numeric),
             duration_seconds=time.perf_counter() - started)
+        event = self.signer.sign_run(event)  # the registry records only what training signed
         self._remember(request.request_id, event)
         logger.info("trained %s on %d records: %s", request.model, len(records),
                     _fmt(candidate_metrics), extra={"run_id": event.run_id,

@@ -20,7 +20,8 @@ class TrainingSettings(CommonSettings):
     """Consumer group on training.requests and data.validated."""
     window_wait_seconds: float = Field(default=180.0, ge=0,
                                        validation_alias="DRIFTLOOP_TRAINING_WINDOW_WAIT_SECONDS")
-    """How long a request waits for its window's min_records before training on what is there."""
+    """How long a parked request waits for its window's min_records before training on what is
+    there (other requests go on meanwhile)."""
     min_training_records: int = Field(default=20, ge=2,
                                       validation_alias="DRIFTLOOP_TRAINING_MIN_RECORDS")
     """Below this many records a request is rejected rather than trained."""

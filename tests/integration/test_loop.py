@@ -13,8 +13,8 @@ from cli.platform import Platform
 from contracts.events import AlertStatus, LifecycleAction, ModelLifecycleChanged
 from contracts.topics import Topic
 from shared.artifacts import ArtifactStore
+from shared.signing import Signer
 
-EMBEDDED_KEY = b"driftloop-embedded-dev-key"  # what cli.platform gives services it starts
 FEATURES = {"salary": 50_000.0, "commission": 0.0, "age": 40, "elevel": 2, "car": 3,
             "zipcode": 4, "hvalue": 200_000.0, "hyears": 10, "loan": 100_000.0}
 
@@ -57,14 +57,19 @@ def test_the_loop_closes_on_concept_drift(platform: Platform) -> None:
 
 def test_a_tampered_artifact_is_refused_and_the_champion_keeps_serving(
         platform: Platform) -> None:
-    """A promotion whose artifact bytes no longer match their sha256 is never unpickled."""
+    """A promotion whose artifact bytes no longer match their sha256 is never unpickled, even
+    when training signed the digest and the registry signed the decision (an insider with
+    both development keys and write access to the artifact store)."""
     assert platform.bootstrap is not None
-    store = ArtifactStore(platform.data_dir / "artifacts", EMBEDDED_KEY)
+    keys = platform.data_dir / "keys"
+    training = Signer.from_pem((keys / "training.key").read_bytes(), "training")
+    registry = Signer.from_pem((keys / "registry.key").read_bytes(), "registry")
+    store = ArtifactStore(platform.data_dir / "artifacts", signer=training)
     ref = store.save_model({"not": "a model"})
     store.path(ref.digest).write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")  # a hostile pickle
-    event = ModelLifecycleChanged(model="loans-tree", version=3, action=LifecycleAction.PROMOTED,
-                                  reason="tampered on disk", run_id="run-evil", artifact=ref,
-                                  champion_version=3)
+    event = registry.sign_decision(ModelLifecycleChanged(
+        model="loans-tree", version=3, action=LifecycleAction.PROMOTED, reason="tampered on disk",
+        run_id="run-evil", artifact=ref, champion_version=3, sequence=10**9))
 
     async def publish() -> None:
         async with producer(platform.bootstrap or "") as kafka:

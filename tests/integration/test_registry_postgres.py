@@ -25,6 +25,7 @@ from contracts.events import (
 from services.registry.handlers import Registry
 from services.registry.store import RegistryStore
 from shared.project import Project
+from tests.unit.factories import REGISTRY_KEY, TRAINING_KEY
 
 URL = os.environ.get("DRIFTLOOP_TEST_POSTGRES_URL",
                      "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -56,7 +57,7 @@ def pg_url() -> Iterator[str]:
 
 
 def _trained(run: str, accuracy: float, baseline: tuple[int, float] | None) -> ModelTrained:
-    return ModelTrained(
+    return TRAINING_KEY.sign_run(ModelTrained(
         run_id=run, model="m", request_id=f"req-{run}", metric="accuracy",
         metrics={"accuracy": accuracy},
         holdout=Holdout(snapshot_id="ab" * 32, start=80, size=20),
@@ -66,13 +67,13 @@ def _trained(run: str, accuracy: float, baseline: tuple[int, float] | None) -> M
                         pipeline=[{"estimator": "linear_model.LogisticRegression"}], seed=1,
                         code_version="test"),
         artifact=ArtifactRef(digest=uuid.uuid4().hex * 2, signature="00", size_bytes=1),
-        duration_seconds=0.1)
+        duration_seconds=0.1))
 
 
 def test_registry_runs_its_migrations_and_policy_on_postgres(pg_url: str) -> None:
     store = RegistryStore(pg_url)
     RegistryStore(pg_url).close()  # migrating twice is a no-op
-    registry = Registry(PROJECT, store)
+    registry = Registry(PROJECT, store, REGISTRY_KEY, TRAINING_KEY.verifier())
     try:
         first = registry.record(_trained("r1", 0.80, None))
         assert first[0].action is LifecycleAction.PROMOTED and first[0].version == 1
@@ -85,6 +86,9 @@ def test_registry_runs_its_migrations_and_policy_on_postgres(pg_url: str) -> Non
         assert len(store.list_versions("m")) == 3
         back = registry.rollback("m", "incident", "alice")
         assert back[0].action is LifecycleAction.ROLLED_BACK and back[0].version == 1
+        sequences = [e.sequence or 0 for e in first + worse + better + back]
+        assert sequences == sorted(sequences)  # decision order from PostgreSQL's ids too
+        REGISTRY_KEY.verifier().verify_decision(back[0])
         assert store.champion_version("m") == 1
         assert [e.action for e in store.audit_log("m")][-2:] == ["rolled_back", "archived"]
         with store.engine.connect() as conn:

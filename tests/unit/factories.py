@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from river.datasets import synth
 
 from contracts.events import (
@@ -20,6 +21,14 @@ from contracts.events import (
     RecordValidated,
 )
 from shared.project import Project, load_project
+from shared.signing import Signer
+
+TRAINING_KEY = Signer(Ed25519PrivateKey.generate(), "training")
+"""Training's key pair in the unit tests (the registry verifies with its public half)."""
+REGISTRY_KEY = Signer(Ed25519PrivateKey.generate(), "registry")
+"""The registry's key pair in the unit tests (serving and monitoring verify with it)."""
+ATTACKER_KEY = Signer(Ed25519PrivateKey.generate(), "training")
+"""A well-formed key that nobody trusts."""
 
 PROJECT_FILE = Path(__file__).resolve().parents[2] / "driftloop.toml"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,7 +73,7 @@ def model_trained(run_id: str, accuracy: float, baseline_version: int | None = N
                   baseline_accuracy: float | None = None, model: str = "loans-tree",
                   metric: str = "accuracy") -> ModelTrained:
     snapshot_id = digest(f"snapshot-{run_id}")
-    return ModelTrained(
+    return TRAINING_KEY.sign_run(ModelTrained(
         run_id=run_id, model=model, request_id=f"req-{run_id}", metric=metric,
         metrics={metric: accuracy},
         holdout=Holdout(snapshot_id=snapshot_id, start=800, size=200),
@@ -75,9 +84,10 @@ def model_trained(run_id: str, accuracy: float, baseline_version: int | None = N
                         window=DataWindow(), pipeline=[{"estimator": "tree.HoeffdingTreeClassifier",
                                                         "params": {}}],
                         seed=42, code_version="test"),
-        artifact=ArtifactRef(digest=digest(f"artifact-{run_id}"), signature="00" * 32,
+        artifact=ArtifactRef(digest=digest(f"artifact-{run_id}"),
+                             signature=TRAINING_KEY.sign_artifact(digest(f"artifact-{run_id}")),
                              size_bytes=10),
-        duration_seconds=0.1)
+        duration_seconds=0.1))
 
 
 def prediction(index: int, version: int, predicted: Any = 1,

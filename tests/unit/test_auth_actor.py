@@ -17,7 +17,13 @@ from services.registry.handlers import Registry
 from services.registry.settings import RegistrySettings
 from services.registry.store import RegistryStore
 from shared.bus import Bus
-from tests.unit.factories import PROJECT_FILE, demo_project, model_trained
+from tests.unit.factories import (
+    PROJECT_FILE,
+    REGISTRY_KEY,
+    TRAINING_KEY,
+    demo_project,
+    model_trained,
+)
 
 MODEL = "loans-tree"
 BASE = f"/v1/models/{MODEL}"
@@ -40,7 +46,7 @@ async def client(tmp_path: Path,
         {"name": "bob", "role": "operator", "sha256": sha256(OPERATOR_TOKEN)}])
     store = RegistryStore(settings.resolved_database_url())
     try:  # v1 champion, v2 rejected (not better than v1)
-        registry = Registry(demo_project(), store)
+        registry = Registry(demo_project(), store, REGISTRY_KEY, TRAINING_KEY.verifier())
         registry.record(model_trained("run-1", 0.80))
         registry.record(model_trained("run-2", 0.70, baseline_version=1, baseline_accuracy=0.80))
     finally:

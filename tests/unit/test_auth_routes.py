@@ -22,7 +22,13 @@ from contracts.http import ErrorDetail
 from services.registry.handlers import Registry
 from services.registry.store import RegistryStore
 from shared.bus import Bus
-from tests.unit.factories import PROJECT_FILE, demo_project, model_trained
+from tests.unit.factories import (
+    PROJECT_FILE,
+    REGISTRY_KEY,
+    TRAINING_KEY,
+    demo_project,
+    model_trained,
+)
 
 SERVICES = ("ingestion", "training", "registry", "serving", "monitoring")
 TOKENS = {role: f"dl_{role}-token-for-the-route-tests-0123456789" for role in
@@ -77,7 +83,7 @@ def build(tmp_path: Path, published: list[Contract]) -> AppFactory:
     (champion) and v2 (rejected)."""
     store = RegistryStore(f"sqlite:///{tmp_path / 'registry.db'}")
     try:
-        registry = Registry(demo_project(), store)
+        registry = Registry(demo_project(), store, REGISTRY_KEY, TRAINING_KEY.verifier())
         registry.record(model_trained("run-1", 0.80))
         registry.record(model_trained("run-2", 0.70, baseline_version=1, baseline_accuracy=0.8))
     finally:

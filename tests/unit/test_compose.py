@@ -45,12 +45,10 @@ INFRASTRUCTURE = ("kafka", "postgres", "prometheus")
 ENV_PREFIX = "DRIFTLOOP_"
 DRIFTLOOP_NAME = re.compile(r"\bDRIFTLOOP_[A-Z0-9_]+")
 INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
-TEST_SIGNING_KEY = "compose-test-signing-key"
 TEST_TOKENS = '[{"name": "alice", "role": "operator", "sha256": "' + "ab" * 32 + '"}]'
 # What .env must hold: compose refuses to start without each (no default for a secret).
-REQUIRED_SECRETS = {"DRIFTLOOP_SIGNING_KEY": TEST_SIGNING_KEY, "POSTGRES_PASSWORD": "pg-secret",
-                    "DRIFTLOOP_AUTH_TOKENS": TEST_TOKENS}
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|SIGNING_KEY|AUTH_TOKENS$|_TOKEN$")
+REQUIRED_SECRETS = {"POSTGRES_PASSWORD": "pg-secret", "DRIFTLOOP_AUTH_TOKENS": TEST_TOKENS}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|SIGNING_KEY$|AUTH_TOKENS$|_TOKEN$")
 
 
 # --- what the code reads --------------------------------------------------------------
@@ -229,15 +227,15 @@ def test_settings_built_from_compose_env(services: dict[str, Any], name: str,
     settings: Any = settings_class(name)()
     assert settings.port == int(env[port_variable(name)])
     assert settings.host == "0.0.0.0", "a service bound to loopback is unreachable in a container"
-    assert settings.signing_key.get_secret_value() == TEST_SIGNING_KEY
+    assert settings.signing_key is None  # the removed HMAC key would stop the service
     assert settings.kafka_bootstrap == env["DRIFTLOOP_KAFKA_BOOTSTRAP"]
     assert str(settings.data_dir) == env["DRIFTLOOP_DATA_DIR"]
     assert [e.model_dump(mode="json") for e in settings.auth_tokens] == json.loads(TEST_TOKENS)
     assert settings.auth_open_reads and settings.auth_open_predict
 
 
-@pytest.mark.parametrize("variable", ["DRIFTLOOP_SIGNING_KEY", "DRIFTLOOP_AUTH_TOKENS"])
-def test_signing_key_and_tokens_are_required(services: dict[str, Any], variable: str) -> None:
+@pytest.mark.parametrize("variable", ["DRIFTLOOP_AUTH_TOKENS"])
+def test_tokens_are_required(services: dict[str, Any], variable: str) -> None:
     for name in SERVICES:
         value = environment(services[name])[variable]
         with pytest.raises(LookupError, match=variable):
@@ -261,7 +259,27 @@ def test_no_secret_is_written_in_the_file(services: dict[str, Any]) -> None:
                     assert interpolate(secret, {}) == "", f"{name}: {key} has a default"
                 except LookupError:
                     required += 1
-    assert required >= 2 * len(SERVICES) + 2
+    assert required >= len(SERVICES) + 2
+
+
+def test_each_service_holds_only_the_keys_it_may(compose: dict[str, Any],
+                                                 services: dict[str, Any]) -> None:
+    """Private keys only where they sign, as compose secrets (never an image or a variable)."""
+    from shared.signing import ALL_KEY_VARIABLES, KEY_VARIABLES
+
+    declared = compose["secrets"]
+    for name in SERVICES:
+        env = environment(services[name])
+        given = {key for key in env if key in ALL_KEY_VARIABLES}
+        assert given <= set(KEY_VARIABLES[name]), f"{name} holds {sorted(given)}"
+        mounted = set(services[name].get("secrets", []))
+        for key in given:
+            secret = env[key].removeprefix("/run/secrets/")
+            assert secret in mounted and secret in declared, f"{name}: {key} not mounted"
+        assert all("signing_key" not in s or s.startswith(name) for s in mounted), name
+    for name in ("training", "registry"):
+        assert f"DRIFTLOOP_{name.upper()}_SIGNING_KEY_FILE" in environment(services[name])
+    assert "DRIFTLOOP_SIGNING_KEY" not in {k for s in SERVICES for k in environment(services[s])}
 
 
 def test_addresses_point_at_the_services_that_answer(services: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from services.monitoring.handlers import Monitor
 from shared.consumer import Consumer, Delivery, Rejection, feed_each
 from shared.datasets import DatasetStore
 from shared.errors import DependencyUnavailable
-from tests.unit.factories import agrawal, demo_project, prediction
+from tests.unit.factories import REGISTRY_KEY, agrawal, demo_project, prediction
 from tests.unit.test_monitoring_logic import lifecycle
 
 TOPIC = Topic.DATA_LABELED
@@ -199,7 +199,8 @@ async def test_monitoring_rejects_a_forged_prediction_alone_and_feeds_the_rest_o
     profile = {"age": {"edges": [30.0, 50.0], "fractions": [0.3, 0.4, 0.3]}}
     monitor.on_lifecycle(lifecycle(1, LifecycleAction.PROMOTED, 1,
                                    reference=profile))  # type: ignore[arg-type]
-    consumer = Consumer(bus, "g", [Topic.PREDICTIONS], monitor_handler(bus, monitor),  # type: ignore[arg-type]
+    handler = monitor_handler(bus, monitor, REGISTRY_KEY.verifier())  # type: ignore[arg-type]
+    consumer = Consumer(bus, "g", [Topic.PREDICTIONS], handler,  # type: ignore[arg-type]
                         stateful=True)
     fed: Counter[str] = Counter()
     on_prediction = monitor.on_prediction

@@ -10,10 +10,13 @@ import pytest
 
 from shared.artifacts import ArtifactStore
 from shared.datasets import DatasetStore
-from shared.errors import ArtifactIntegrityError, ArtifactNotFound, SnapshotNotFound
-from tests.unit.factories import T0, validated_rows
-
-KEY = b"k" * 32
+from shared.errors import (
+    ArtifactIntegrityError,
+    ArtifactNotFound,
+    ConfigError,
+    SnapshotNotFound,
+)
+from tests.unit.factories import ATTACKER_KEY, T0, TRAINING_KEY, validated_rows
 
 
 @pytest.fixture
@@ -142,7 +145,7 @@ def test_append_after_a_torn_log_line_is_not_lost(store: DatasetStore, tmp_path:
 
 
 def test_artifact_round_trip(tmp_path: Path) -> None:
-    artifacts = ArtifactStore(tmp_path / "artifacts", KEY)
+    artifacts = ArtifactStore(tmp_path / "artifacts", signer=TRAINING_KEY)
     ref = artifacts.put(b"model bytes")
     assert ref.digest == hashlib.sha256(b"model bytes").hexdigest()
     assert ref.size_bytes == len(b"model bytes")
@@ -154,7 +157,7 @@ def test_artifact_round_trip(tmp_path: Path) -> None:
 
 
 def test_modified_bytes_are_refused(tmp_path: Path) -> None:
-    artifacts = ArtifactStore(tmp_path / "artifacts", KEY)
+    artifacts = ArtifactStore(tmp_path / "artifacts", signer=TRAINING_KEY)
     ref = artifacts.save_model({"weights": [1.0]})
     artifacts.path(ref.digest).write_bytes(b"not the model")
     with pytest.raises(ArtifactIntegrityError, match=ref.digest):
@@ -162,21 +165,29 @@ def test_modified_bytes_are_refused(tmp_path: Path) -> None:
 
 
 def test_signature_from_another_key_is_refused(tmp_path: Path) -> None:
-    ref = ArtifactStore(tmp_path / "artifacts", KEY).save_model({"weights": [1.0]})
-    other = ArtifactStore(tmp_path / "artifacts", b"another key")
-    with pytest.raises(ArtifactIntegrityError, match="signature"):
-        other.load_model(ref)
+    ref = ArtifactStore(tmp_path / "artifacts", signer=TRAINING_KEY).save_model({"weights": [1.0]})
+    attacker = ArtifactStore(tmp_path / "artifacts", signer=ATTACKER_KEY)
+    forged = attacker.save_model({"weights": [6.66]})  # well signed, by a key nobody trusts
+    trusted = ArtifactStore(tmp_path / "artifacts", verifier=TRAINING_KEY.verifier())
+    assert trusted.load_model(ref) == {"weights": [1.0]}
+    with pytest.raises(ArtifactIntegrityError, match="not signed by training"):
+        trusted.load_model(forged)
+
+
+def test_a_verifying_store_cannot_add_artifacts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no signing key"):
+        ArtifactStore(tmp_path / "a", verifier=TRAINING_KEY.verifier()).put(b"model")
 
 
 def test_forged_signature_is_refused(tmp_path: Path) -> None:
-    artifacts = ArtifactStore(tmp_path / "artifacts", KEY)
+    artifacts = ArtifactStore(tmp_path / "artifacts", signer=TRAINING_KEY)
     ref = artifacts.save_model({"weights": [1.0]})
-    forged = ref.model_copy(update={"signature": "ab" * 32})
+    forged = ref.model_copy(update={"signature": "ab" * 64})
     with pytest.raises(ArtifactIntegrityError):
         artifacts.load_model(forged)
 
 
 def test_missing_artifact(tmp_path: Path) -> None:
-    ref = ArtifactStore(tmp_path / "elsewhere", KEY).put(b"model bytes")
+    ref = ArtifactStore(tmp_path / "elsewhere", signer=TRAINING_KEY).put(b"model bytes")
     with pytest.raises(ArtifactNotFound):
-        ArtifactStore(tmp_path / "artifacts", KEY).read_verified(ref)
+        ArtifactStore(tmp_path / "artifacts", signer=TRAINING_KEY).read_verified(ref)

@@ -20,7 +20,7 @@ from shared.datasets import DatasetStore
 from shared.envelope import Envelope
 from shared.errors import DependencyUnavailable
 from shared.tracing import trace_id_var
-from tests.unit.factories import demo_project, label_for, labeled, prediction
+from tests.unit.factories import REGISTRY_KEY, demo_project, label_for, labeled, prediction
 from tests.unit.test_monitoring_logic import MODEL, lifecycle
 
 
@@ -70,7 +70,7 @@ async def test_a_batch_retried_after_a_failed_publish_still_publishes_its_decisi
     monitor = Monitor(demo_project())
     monitor.on_lifecycle(lifecycle(1, LifecycleAction.PROMOTED, 1))
     bus = FlakyBus(failures=1)
-    handle = monitor_handler(bus, monitor)  # type: ignore[arg-type]
+    handle = monitor_handler(bus, monitor, REGISTRY_KEY.verifier())  # type: ignore[arg-type]
     batch = _drifting_batch()
 
     try:

@@ -8,13 +8,19 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from contracts.events import LifecycleAction, ModelLifecycleChanged
+from contracts.events import LifecycleAction, ModelLifecycleChanged, ModelTrained
 from services.registry.handlers import Registry, judge
 from services.registry.schema import MIGRATIONS
 from services.registry.store import RegistryStore
-from shared.errors import ModelNotFound, PromotionRefused
+from shared.errors import ModelNotFound, PromotionRefused, SignatureInvalid, UndeclaredModel
 from shared.project import PolicySpec
-from tests.unit.factories import model_trained, project_with
+from tests.unit.factories import (
+    ATTACKER_KEY,
+    REGISTRY_KEY,
+    TRAINING_KEY,
+    model_trained,
+    project_with,
+)
 
 MODEL = "loans-tree"
 MARGIN = 0.01
@@ -29,7 +35,8 @@ def store(tmp_path: Path) -> Iterator[RegistryStore]:
 
 @pytest.fixture
 def registry(store: RegistryStore) -> Registry:
-    return Registry(project_with(promotion_margin=MARGIN), store)
+    return Registry(project_with(promotion_margin=MARGIN), store, REGISTRY_KEY,
+                    TRAINING_KEY.verifier())
 
 
 def summary(events: list[ModelLifecycleChanged]) -> list[tuple[int, str, int | None]]:
@@ -172,10 +179,75 @@ def test_a_tie_does_not_replace_the_champion() -> None:
 
 
 def test_unknown_model_is_refused(registry: Registry) -> None:
-    with pytest.raises(ModelNotFound):
+    with pytest.raises(UndeclaredModel):  # an InvalidInput: dead-lettered at once, not retried
         registry.record(model_trained("run-x", 0.9, model="ghost"))
     with pytest.raises(ModelNotFound):
         registry.rollback("ghost", "why", "alice")
+
+
+# -- the chain of trust -----------------------------------------------------------------------
+
+
+def forgeries() -> list[tuple[str, ModelTrained]]:
+    genuine = model_trained("run-2", 0.81, baseline_version=1, baseline_accuracy=0.80)
+    unsigned = genuine.model_copy(update={"signature": None})
+    return [
+        ("unsigned", unsigned.model_copy(update={"metrics": {"accuracy": 1.0}})),
+        ("another key", ATTACKER_KEY.sign_run(unsigned.model_copy(
+            update={"metrics": {"accuracy": 1.0}}))),
+        ("tampered metrics", genuine.model_copy(update={"metrics": {"accuracy": 1.0}})),
+        ("tampered baseline", genuine.model_copy(update={"baseline_metrics": {"accuracy": 0.0}})),
+        ("tampered digest", genuine.model_copy(update={"artifact": genuine.artifact.model_copy(
+            update={"digest": "ab" * 32})})),
+        ("garbage signature", genuine.model_copy(update={"signature": "zz"})),
+    ]
+
+
+@pytest.mark.parametrize(("case", "forged"), forgeries(), ids=[c for c, _ in forgeries()])
+def test_a_run_training_did_not_sign_is_refused_and_changes_nothing(
+        registry: Registry, store: RegistryStore, case: str, forged: ModelTrained) -> None:
+    with_champion_v1(registry)
+    before = (store.list_versions(MODEL), audit(store))
+    with pytest.raises(SignatureInvalid, match="training signature"):
+        registry.record(forged)
+    assert (store.list_versions(MODEL), audit(store)) == before
+    assert store.champion_version(MODEL) == 1
+
+
+def test_a_replayed_genuine_run_with_tampered_metrics_is_refused(registry: Registry) -> None:
+    genuine = model_trained("run-1", 0.80)
+    registry.record(genuine)
+    with pytest.raises(SignatureInvalid):  # checked before the run id is looked up
+        registry.record(genuine.model_copy(update={"metrics": {"accuracy": 1.0}}))
+
+
+def test_every_decision_is_signed_by_the_registry_and_ordered(registry: Registry) -> None:
+    events = registry.record(model_trained("run-1", 0.80))
+    events += registry.record(model_trained("run-2", 0.90, baseline_version=1,
+                                            baseline_accuracy=0.80))
+    events += registry.rollback(MODEL, "bad", "alice")
+    verifier = REGISTRY_KEY.verifier()
+    for event in events:
+        verifier.verify_decision(event)
+        with pytest.raises(SignatureInvalid):
+            TRAINING_KEY.verifier().verify_decision(event)  # not training's to sign
+    assert [(e.version, e.action.value) for e in events] == [
+        (1, "promoted"), (2, "promoted"), (1, "archived"), (1, "rolled_back"), (2, "archived")]
+    sequences = [e.sequence for e in events]
+    assert all(s is not None for s in sequences)
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+    tampered = events[3].model_copy(update={"version": 2})
+    with pytest.raises(SignatureInvalid):
+        verifier.verify_decision(tampered)
+
+
+def test_a_re_announced_decision_keeps_its_sequence(registry: Registry,
+                                                    store: RegistryStore) -> None:
+    first = registry.record(model_trained("run-1", 0.80))[0]
+    again = registry.record(model_trained("run-1", 0.80))[0]
+    assert again.sequence == first.sequence
+    REGISTRY_KEY.verifier().verify_decision(again)
+    assert store.get(MODEL, 1).decision_sequence == first.sequence
 
 
 # -- manual promote and rollback ------------------------------------------------------------
@@ -244,7 +316,8 @@ def test_rollback_without_an_earlier_champion_is_refused(registry: Registry,
 def test_migrations_are_idempotent(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/r.db"
     first = RegistryStore(url)
-    Registry(project_with(), first).record(model_trained("run-1", 0.8))
+    Registry(project_with(), first, REGISTRY_KEY, TRAINING_KEY.verifier()).record(
+        model_trained("run-1", 0.8))
     first.close()
 
     second = RegistryStore(url)

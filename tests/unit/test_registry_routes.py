@@ -16,7 +16,13 @@ from services.registry.app import create_app
 from services.registry.handlers import Registry
 from services.registry.settings import RegistrySettings
 from services.registry.store import RegistryStore
-from tests.unit.factories import PROJECT_FILE, demo_project, model_trained
+from tests.unit.factories import (
+    PROJECT_FILE,
+    REGISTRY_KEY,
+    TRAINING_KEY,
+    demo_project,
+    model_trained,
+)
 
 MODEL = "loans-tree"
 BASE = f"/v1/models/{MODEL}"
@@ -32,7 +38,7 @@ def record(settings: RegistrySettings, *events: Any) -> None:
     """Register trained runs through the registry's logic, on the database the app will use."""
     store = RegistryStore(settings.resolved_database_url())
     try:
-        registry = Registry(demo_project(), store)
+        registry = Registry(demo_project(), store, REGISTRY_KEY, TRAINING_KEY.verifier())
         for event in events:
             registry.record(event)
     finally:

@@ -24,6 +24,7 @@ from services.serving.settings import ServingSettings
 from shared.artifacts import ArtifactStore
 from shared.http_errors import install_error_handlers
 from shared.project import Project, load_project
+from tests.unit.factories import ATTACKER_KEY, TRAINING_KEY
 
 PROJECT_FILE = Path(__file__).resolve().parents[2] / "driftloop.toml"
 MODEL = "loans-tree"
@@ -61,7 +62,7 @@ def project() -> Project:
 
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "artifacts", b"key")
+    return ArtifactStore(tmp_path / "artifacts", signer=TRAINING_KEY)
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def model_v1() -> tree.HoeffdingTreeClassifier:
 
 @pytest.fixture
 async def manager(store: ArtifactStore, model_v1: tree.HoeffdingTreeClassifier) -> ModelManager:
-    manager = ModelManager(store)
+    manager = ModelManager(store, declared=[MODEL])
     assert await manager.load(MODEL, 1, store.save_model(model_v1))
     return manager
 
@@ -285,7 +286,8 @@ async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:
 
 async def test_declared_model_with_nothing_loaded_is_409(project: Project, store: ArtifactStore,
                                                          emitted: list[PredictionMade]) -> None:
-    async with client_for(inference_app(project, ModelManager(store), emitted)) as client:
+    manager = ModelManager(store, project.models)
+    async with client_for(inference_app(project, manager, emitted)) as client:
         response = await client.post(PREDICT, json={"features": INSTANCES[0]})
     assert response.status_code == 409
     assert response.json()["error"] == "ModelNotReady"
@@ -314,8 +316,7 @@ async def test_corrupted_artifact_is_refused_and_v1_keeps_serving(
 
 async def test_wrongly_signed_artifact_is_refused_and_v1_keeps_serving(
         manager: ModelManager, store: ArtifactStore, ref_v2: ArtifactRef) -> None:
-    forged = ref_v2.model_copy(update={"signature": ArtifactStore(store.root, b"other")
-                                       .sign(ref_v2.digest)})
+    forged = ref_v2.model_copy(update={"signature": ATTACKER_KEY.sign_artifact(ref_v2.digest)})
     assert await manager.load(MODEL, 2, forged) is False
     assert manager.get(MODEL).version == 1
 
@@ -330,7 +331,8 @@ async def test_missing_artifact_file_is_refused_and_v1_keeps_serving(
 async def test_the_same_bytes_under_a_new_version_report_the_new_version(
         manager: ModelManager, store: ArtifactStore) -> None:
     same = manager.get(MODEL)
-    ref = ArtifactRef(digest=same.digest, signature=store.sign(same.digest), size_bytes=1)
+    ref = ArtifactRef(digest=same.digest, signature=TRAINING_KEY.sign_artifact(same.digest),
+                      size_bytes=1)
     assert await manager.load(MODEL, 3, ref) is True
     assert manager.get(MODEL).version == 3
     forged = ref.model_copy(update={"signature": "00" * 32})

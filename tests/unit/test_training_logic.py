@@ -13,7 +13,7 @@ from services.training.handlers import NotEnoughData, Trainer
 from shared.artifacts import ArtifactStore
 from shared.datasets import DatasetStore
 from shared.project import Project
-from tests.unit.factories import T0, demo_project, validated_rows
+from tests.unit.factories import T0, TRAINING_KEY, demo_project, validated_rows
 
 MODEL = "loans-tree"
 RECORDS = 500
@@ -35,13 +35,13 @@ def datasets(tmp_path: Path) -> DatasetStore:
 
 @pytest.fixture
 def artifacts(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "artifacts", b"test-signing-key")
+    return ArtifactStore(tmp_path / "artifacts", signer=TRAINING_KEY)
 
 
 @pytest.fixture
 def trainer(project: Project, datasets: DatasetStore, artifacts: ArtifactStore,
             tmp_path: Path) -> Trainer:
-    return Trainer(project, datasets, artifacts, tmp_path / "state")
+    return Trainer(project, datasets, artifacts, tmp_path / "state", TRAINING_KEY)
 
 
 def request(request_id: str = "req-1", **window: object) -> TrainingRequested:
@@ -105,7 +105,7 @@ def test_completed_returns_the_same_event(trainer: Trainer, project: Project,
     assert trainer.completed("req-1") is None
     event = trainer.train(request(), None)
     assert trainer.completed("req-1") == event
-    restarted = Trainer(project, datasets, artifacts, tmp_path / "state")
+    restarted = Trainer(project, datasets, artifacts, tmp_path / "state", TRAINING_KEY)
     assert restarted.completed("req-1") == event
     assert restarted.completed("req-2") is None
 
@@ -156,6 +156,6 @@ def test_initial_requests_trigger_once(trainer: Trainer, project: Project,
 
     trainer.mark_requested(MODEL)
     assert trainer.initial_requests("loans", threshold + 100) == []
-    restarted = Trainer(project, datasets, artifacts, tmp_path / "state")
+    restarted = Trainer(project, datasets, artifacts, tmp_path / "state", TRAINING_KEY)
     assert restarted.initial_requests("loans", threshold + 100) == []
     assert trainer.initial_requests("other-dataset", threshold) == []
