@@ -15,6 +15,7 @@ from contracts.topics import Topic
 from services.serving.handlers import Deliver, Event
 from services.serving.settings import ServingSettings
 from shared.bus import Bus
+from shared.errors import InvalidFeatures
 from shared.outbox import Batch, Outbox
 from shared.tracing import current_traceparent
 
@@ -38,9 +39,16 @@ def deliver_to(outbox: Outbox, settings: ServingSettings) -> Deliver:
     """The `Deliver` of the configured mode. Headers are built from constants plus one
     timestamp and one traceparent per request (ce_id is the prediction id, unique)."""
     wait = settings.outbox_wait_seconds
+    limit = outbox.batch_bytes - 4096  # room for the key, headers and batch overhead
     acked = settings.prediction_delivery == "acked"
 
     async def deliver(events: list[Event]) -> None:
+        for _, value in events:
+            if len(value) > limit:
+                raise InvalidFeatures(
+                    detail=f"a prediction event would be {len(value)} bytes; at most {limit} "
+                           "fit a Kafka record batch: send smaller feature values",
+                    errors=[("features", "too large to publish")])
         await outbox.wait_for_room(wait)
         time = ("ce_time", datetime.now(UTC).isoformat().encode())
         trace = ("traceparent", current_traceparent().encode())
