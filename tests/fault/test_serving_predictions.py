@@ -228,5 +228,6 @@ def test_fast_mode_loses_at_most_the_pending_window_to_kill_9(
     asyncio.run(run())
     assert server.process.wait(10) == -signal.SIGKILL
     lost = len(answered - events_on_topic(platform, answered))
+    print(f"fast mode, kill -9: {lost} of {len(answered)} answered predictions lost")
     # The documented bound: outbox_capacity + one request's instances - 1.
     assert lost <= CAPACITY + BATCH - 1, f"{lost} of {len(answered)} answered predictions lost"
