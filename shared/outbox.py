@@ -91,6 +91,7 @@ class Outbox:
         self._wake: list[asyncio.Event] = []
         self._drainers: list[asyncio.Task[None]] = []
         self._pending = 0
+        self._stopped = False
         self._room = asyncio.Event()
         self._settled = asyncio.Event()
         self._last_alert: dict[str, float] = {}
@@ -147,6 +148,9 @@ class Outbox:
         partition (not Kafka's murmur2, which costs ~7 µs per event in pure Python)."""
         if self._producer is None:
             raise RuntimeError("Outbox.start() was not awaited")
+        if self._stopped:
+            raise DependencyUnavailable(dependency="kafka",
+                                        detail=f"the {self.topic.value} outbox has stopped")
         index = zlib.crc32(key) % len(self._partitions)
         batch = self._open[index]
         if batch is None:
@@ -177,6 +181,7 @@ class Outbox:
     async def stop(self, timeout: float) -> int:
         """Ship and wait for every pending event, up to `timeout` seconds; returns (and logs
         as an error, and counts as dropped) how many were still unacknowledged then."""
+        self._stopped = True
         for wake in self._wake:
             wake.set()
         deadline = time.monotonic() + timeout

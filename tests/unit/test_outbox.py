@@ -208,3 +208,10 @@ async def test_stop_says_how_many_were_lost_when_the_broker_never_answers(
     assert sample("driftloop_events_dropped_total", why="shutdown") - lost_before == 7
     assert any("7 predictions events not acknowledged" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_nothing_is_accepted_after_stop() -> None:
+    outbox = await started(FakeProducer())
+    assert await outbox.stop(1.0) == 0
+    with pytest.raises(DependencyUnavailable):
+        put(outbox, 1)
