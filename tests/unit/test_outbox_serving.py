@@ -19,6 +19,7 @@ from river.datasets import synth
 
 from contracts.events import PredictionMade
 from contracts.http import ErrorDetail
+from contracts.topics import Topic
 from services.serving.handlers import Predictor
 from services.serving.models import ModelManager
 from services.serving.publishing import deliver_to, prediction_outbox
@@ -27,7 +28,7 @@ from services.serving.settings import ServingSettings
 from shared.artifacts import ArtifactStore
 from shared.bus import Bus
 from shared.http_errors import install_error_handlers
-from shared.outbox import Outbox
+from shared.outbox import Outbox, OutboxFull
 from shared.project import load_project
 from tests.unit.test_outbox import TOPIC, FakeProducer
 
@@ -172,3 +173,23 @@ async def test_a_large_body_is_predicted_off_the_event_loop(
                               headers={"content-type": "application/json"})
     assert large.status_code == 200 and len(large.json()["predictions"]) == len(INSTANCES)
     assert loop_thread not in ThreadRecorder.threads
+
+
+async def test_outbox_alerts_go_to_the_alerts_topic_like_monitorings(tmp_path: Path) -> None:
+    published: list[tuple[Any, ...]] = []
+
+    class RecordingBus(Bus):
+        async def publish(self, topic: Any, event: Any, key: str, ce_id: str | None = None,
+                          trace_id: str | None = None) -> None:
+            published.append((topic, event, key, ce_id))
+
+    config = settings(tmp_path, outbox_capacity=1, outbox_wait_seconds=0)
+    outbox = prediction_outbox(config, RecordingBus(config, "serving"))
+    await outbox.start(FakeProducer(ack="never"), TOPIC)
+    outbox.put(b"k", b"{}", [])
+    with pytest.raises(OutboxFull):
+        await outbox.wait_for_room(0)
+    await asyncio.sleep(0)
+    [(topic, alert, key, ce_id)] = published
+    assert topic is Topic.ALERTS and key == alert.model
+    assert alert.kind == "outbox_full" and ce_id == f"{alert.alert_id}/firing"
