@@ -198,7 +198,7 @@ class Outbox:
                          "broker: they are lost", timeout, lost, self.topic.value)
         else:
             logger.info("outbox drained: every %s event acknowledged", self.topic.value)
-        for task in self._drainers:
+        for task in [*self._drainers, *self._tasks]:  # an alert still unsent: its log stands
             task.cancel()
         await asyncio.gather(*self._drainers, *self._tasks, return_exceptions=True)
         self._drainers = []
@@ -246,11 +246,9 @@ class Outbox:
             EVENTS_PUBLISHED.labels(self.topic.value).inc(batch.count)
         else:
             EVENTS_DROPPED.labels(self.topic.value, "not_acknowledged").inc(batch.count)
-            logger.error("the broker did not acknowledge %d %s events: %r", batch.count,
-                         self.topic.value, error)
             self._report("events_lost", Severity.CRITICAL,
-                         f"{self.topic.value}: events were not acknowledged by the broker "
-                         f"({error!r})", batch.count)
+                         f"{self.topic.value}: the broker did not acknowledge answered events; "
+                         f"they are lost ({error!r})", batch.count)
         if not batch.acked.done():
             batch.acked.set_result(error)
         if self._pending < self.capacity:
@@ -266,7 +264,7 @@ class Outbox:
             return
         self._last_alert[kind] = now
         total, self._unreported[kind] = self._unreported[kind], 0
-        logger.error("%s (%d events since the last report)", summary, total,
+        logger.error("%s (%d since the last report)", summary, total,
                      extra={"kind": kind, "events": total})
         if self._alert is None:
             return
