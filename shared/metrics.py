@@ -16,8 +16,8 @@ EVENTS_DROPPED = Counter(
     "driftloop_events_dropped_total",
     "Events answered for but never acknowledged by the broker (why: not_acknowledged, "
     "shutdown).", ["topic", "why"])
-EVENTS_REFUSED = Counter(
-    "driftloop_events_refused_total",
+OUTBOX_REFUSED = Counter(
+    "driftloop_outbox_refused_requests_total",
     "Requests refused (503) because the outbox was full: nothing answered, nothing lost.",
     ["topic"])
 OUTBOX_PENDING = Gauge(

@@ -34,7 +34,7 @@ from shared.errors import DependencyUnavailable
 from shared.metrics import (
     EVENTS_DROPPED,
     EVENTS_PUBLISHED,
-    EVENTS_REFUSED,
+    OUTBOX_REFUSED,
     OUTBOX_BATCH_EVENTS,
     OUTBOX_PENDING,
 )
@@ -133,7 +133,7 @@ class Outbox:
                     raise TimeoutError
                 await asyncio.wait_for(self._room.wait(), remaining)
             except TimeoutError:
-                EVENTS_REFUSED.labels(self.topic.value).inc()
+                OUTBOX_REFUSED.labels(self.topic.value).inc()
                 self._report("outbox_full", Severity.WARNING,
                              f"{self.topic.value}: {self._pending} events wait for the broker's "
                              "acknowledgement; requests are refused with 503 until it catches up")
@@ -274,7 +274,7 @@ class Outbox:
             evidence={"topic": self.topic.value, "events": total, "pending": self._pending,
                       "capacity": self.capacity},
             runbook="Check the broker and the outbox metrics (driftloop_outbox_pending_events, "
-                    "driftloop_events_dropped_total, driftloop_events_refused_total).")
+                    "driftloop_events_dropped_total, driftloop_outbox_refused_requests_total).")
         task = asyncio.get_running_loop().create_task(self._publish_alert(alert))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -133,7 +133,7 @@ async def test_a_full_outbox_refuses_counts_logs_and_alerts_once_per_interval(
     producer = FakeProducer(ack="never")
     alerts: list[AlertRaised] = []
     outbox = await started(producer, capacity=10, alerts=alerts)
-    refused = sample("driftloop_events_refused_total")
+    refused = sample("driftloop_outbox_refused_requests_total")
     for i in range(10):
         put(outbox, i)
     assert not outbox.has_room()
@@ -142,7 +142,7 @@ async def test_a_full_outbox_refuses_counts_logs_and_alerts_once_per_interval(
             with pytest.raises(OutboxFull) as raised:
                 await outbox.wait_for_room(0.01)
     assert isinstance(raised.value, DependencyUnavailable)  # an HTTP 503
-    assert sample("driftloop_events_refused_total") - refused == 3
+    assert sample("driftloop_outbox_refused_requests_total") - refused == 3
     assert any("refused with 503" in r.getMessage() for r in caplog.records)
     await asyncio.sleep(0)  # the alert is published by a task
     [alert] = alerts  # rate-limited: one alert for the three refusals
