@@ -34,9 +34,9 @@ from shared.errors import DependencyUnavailable
 from shared.metrics import (
     EVENTS_DROPPED,
     EVENTS_PUBLISHED,
-    OUTBOX_REFUSED,
     OUTBOX_BATCH_EVENTS,
     OUTBOX_PENDING,
+    OUTBOX_REFUSED,
 )
 
 logger = logging.getLogger(__name__)
