@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up demo test test-unit test-integration lint schemas clean
+.PHONY: install up demo test test-unit test-integration lint schemas bench-serving clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test-integration: $(STAMP)
 lint: $(STAMP)  ## ruff + mypy (strict)
 	$(BIN)/ruff check .
 	$(BIN)/mypy contracts shared services cli
+
+bench-serving: $(STAMP)  ## serving's rps/latency per delivery mode, events counted on the topic (~3 min)
+	@command -v wrk >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
+	$(BIN)/python bench/serving/run.py
 
 schemas: $(STAMP)  ## regenerate contracts/schemas after changing a contract
 	$(BIN)/python -m contracts.export

@@ -1,8 +1,8 @@
-"""The Kafka bus: one producer per process, topic creation, and a fire-and-forget outbox.
+"""The Kafka bus: one producer per process and topic creation.
 
 Control events are published with `publish` (acks=all, awaited: the caller's
 effect is durable before it commits its own input). Predictions go through
-`Outbox`, so an HTTP request never waits on Kafka.
+`shared.outbox.Outbox`, which ships them in record batches on this producer.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from contracts.base import Contract
 from contracts.topics import Topic
 from shared.envelope import build_headers
 from shared.errors import DependencyUnavailable, PublishRefused
-from shared.metrics import EVENTS_DROPPED, EVENTS_PUBLISHED
+from shared.metrics import EVENTS_PUBLISHED
 from shared.settings import CommonSettings, require_bootstrap
 
 logger = logging.getLogger(__name__)
@@ -157,63 +157,6 @@ class Bus:
         except KafkaError as exc:
             raise DependencyUnavailable(dependency="kafka", detail=str(exc)) from exc
         EVENTS_PUBLISHED.labels(topic.value).inc()
-
-
-class Outbox:
-    """A bounded queue drained into the producer by one task, off the request path.
-
-    When the queue is full (the broker is slower than traffic for too long) an
-    event is dropped and counted rather than making HTTP callers wait.
-    """
-
-    def __init__(self, topic: Topic, capacity: int = 100_000) -> None:
-        self.topic = topic
-        self._queue: asyncio.Queue[tuple[str, Contract]] = asyncio.Queue(capacity)
-        self._task: asyncio.Task[None] | None = None
-
-    def put(self, key: str, event: Contract) -> None:
-        """Queue an event; never blocks."""
-        try:
-            self._queue.put_nowait((key, event))
-        except asyncio.QueueFull:
-            EVENTS_DROPPED.labels(self.topic.value, "outbox_full").inc()
-
-    def start(self, bus: Bus) -> None:
-        """Start draining into `bus` (events put before this wait in the queue)."""
-        self._task = asyncio.create_task(self._drain(bus), name=f"outbox-{self.topic}")
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Send what is queued (up to `timeout`), then stop."""
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(self._queue.join(), timeout)
-        except TimeoutError:
-            logger.warning("outbox stopped with %d events unsent", self._queue.qsize())
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _drain(self, bus: Bus) -> None:
-        name = bus.topic(self.topic)
-        while True:
-            key, event = await self._queue.get()
-            try:
-                future = await bus.producer.send(
-                    name, event.model_dump_json().encode(), key=key.encode(),
-                    headers=build_headers(event, bus.source))
-                future.add_done_callback(self._on_delivery)
-                EVENTS_PUBLISHED.labels(self.topic.value).inc()
-            except KafkaError:
-                logger.exception("could not queue a %s event", self.topic.value)
-                EVENTS_DROPPED.labels(self.topic.value, "producer_error").inc()
-            finally:
-                self._queue.task_done()
-
-    def _on_delivery(self, future: asyncio.Future[object]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            EVENTS_DROPPED.labels(self.topic.value, "not_acknowledged").inc()
-            logger.error("broker did not acknowledge a %s event: %s", self.topic.value,
-                         future.exception())
 
 
 async def _retry_start(start: object, timeout: float, what: str) -> None:

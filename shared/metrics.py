@@ -6,7 +6,7 @@ once here; labels stay bounded (topic, service, outcome — never ids).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter(
     "driftloop_events_consumed_total", "Events handled by a consumer.", ["topic", "outcome"])
@@ -14,7 +14,19 @@ EVENTS_PUBLISHED = Counter(
     "driftloop_events_published_total", "Events handed to the producer.", ["topic"])
 EVENTS_DROPPED = Counter(
     "driftloop_events_dropped_total",
-    "Events the outbox could not queue or the broker did not accept.", ["topic", "why"])
+    "Events answered for but never acknowledged by the broker (why: not_acknowledged, "
+    "shutdown).", ["topic", "why"])
+OUTBOX_REFUSED = Counter(
+    "driftloop_outbox_refused_requests_total",
+    "Requests refused (503) because the outbox was full: nothing answered, nothing lost.",
+    ["topic"])
+OUTBOX_PENDING = Gauge(
+    "driftloop_outbox_pending_events",
+    "Events in the outbox not yet acknowledged by the broker (what a kill -9 would lose).",
+    ["topic"])
+OUTBOX_BATCH_EVENTS = Histogram(
+    "driftloop_outbox_batch_events", "Events per record batch shipped by the outbox.",
+    ["topic"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096))
 DEAD_LETTERS = Counter(
     "driftloop_dead_letters_total", "Messages sent to the dead-letter topic.", ["source_topic"])
 HANDLER_RETRIES = Counter(

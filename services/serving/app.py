@@ -11,10 +11,10 @@ from contracts.topics import Topic
 from services.serving.consumers import follow_champions, lifecycle_handler
 from services.serving.handlers import Predictor
 from services.serving.models import ModelManager
+from services.serving.publishing import deliver_to, prediction_outbox
 from services.serving.routes import build_router
 from services.serving.settings import ServingSettings
 from shared.artifacts import ArtifactStore
-from shared.bus import Outbox
 from shared.consumer import Consumer, per_event
 from shared.project import load_project
 from shared.service import Runtime, build_app
@@ -27,11 +27,9 @@ def create_app(settings: ServingSettings) -> FastAPI:
                                         verifier=settings.verifier("training")),
                           declared=project.models)
     registry = settings.verifier("registry")
-    outbox = Outbox(Topic.PREDICTIONS, settings.outbox_capacity)
-    predictor = Predictor(project, models, lambda event: outbox.put(event.prediction_id, event))
 
     async def on_start(runtime: Runtime) -> None:
-        outbox.start(runtime.bus)
+        await outbox.start(runtime.bus.producer, runtime.bus.topic(Topic.PREDICTIONS))
         # Every replica must see every decision: a group of its own, from now on.
         lifecycle = Consumer(runtime.bus, f"serving-{uuid.uuid4().hex[:8]}",
                              [Topic.MODELS_LIFECYCLE],
@@ -48,8 +46,12 @@ def create_app(settings: ServingSettings) -> FastAPI:
         runtime.checks["champions_fetched"] = synced.is_set
 
     async def on_stop(runtime: Runtime) -> None:
-        await outbox.stop()
+        # uvicorn has finished every request by now: drain what they answered for.
+        await outbox.stop(settings.outbox_drain_seconds)
 
     app, runtime = build_app("serving", settings, on_start, on_stop, "driftloop serving")
+    outbox = prediction_outbox(settings, runtime.bus)
+    predictor = Predictor(project, models, deliver_to(outbox, settings),
+                          settings.max_batch_instances, settings.inline_body_bytes)
     app.include_router(build_router(predictor, runtime.auth))
     return app

@@ -1,4 +1,6 @@
-"""The inference API: parse the raw body, call the predictor, answer with orjson.
+"""The inference API: parse the raw body, call the predictor, deliver the events, answer
+with orjson. A large body is parsed and predicted in a worker thread (the GIL is handed back
+every few ms), so one 1,000-instance batch does not stall every other request.
 
 Predict is open unless DRIFTLOOP_AUTH_OPEN_PREDICT=false, the model list unless
 DRIFTLOOP_AUTH_OPEN_READS=false (then each needs a viewer token); serving changes no state
@@ -7,6 +9,7 @@ over HTTP.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -20,10 +23,11 @@ from contracts.http import (
     PredictRequest,
     PredictResponse,
 )
-from services.serving.handlers import Predictor
+from services.serving.handlers import Answer, Predictor
 from shared.auth import AUTH_RESPONSES, Authenticator
 from shared.errors import InvalidFeatures
-from shared.http_errors import json_response
+from shared.http_errors import error_response, json_response
+from shared.outbox import OutboxFull
 from shared.records import describe
 from shared.validation import field_errors
 
@@ -47,6 +51,11 @@ def _parse(body: bytes) -> tuple[list[dict[str, Any]], list[str], bool]:
         raise InvalidFeatures(detail=describe(problems), errors=problems) from None
 
 
+def _answer(predictor: Predictor, model: str, body: bytes) -> tuple[Answer, bool]:
+    instances, paths, is_batch = _parse(body)
+    return predictor.predict(model, instances, paths), is_batch
+
+
 def build_router(predictor: Predictor, auth: Authenticator | None = None) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["inference"])
     auth = auth or Authenticator([])  # open reads and predict: what the unit tests build
@@ -58,17 +67,22 @@ def build_router(predictor: Predictor, auth: Authenticator | None = None) -> API
                                BatchPredictRequest.model_json_schema()]}}}, "required": True}})
     async def predict(model: str, request: Request) -> Response:
         """Predict one instance (`features`) or many (`instances`) with the champion."""
-        instances, paths, is_batch = _parse(await request.body())
-        served, items = predictor.predict(model, instances, paths)
-        body: PredictResponse | BatchPredictResponse
-        if is_batch:
-            body = BatchPredictResponse(model=model, version=served.version, predictions=items)
+        body = await request.body()
+        if len(body) > predictor.inline_body_bytes:
+            answer, is_batch = await asyncio.to_thread(_answer, predictor, model, body)
         else:
-            item = items[0]
-            body = PredictResponse(model=model, version=served.version,
-                                   prediction=item.prediction, probabilities=item.probabilities,
-                                   prediction_id=item.prediction_id)
-        return json_response(body.model_dump())
+            answer, is_batch = _answer(predictor, model, body)
+        try:
+            await predictor.deliver(answer.events)
+        except OutboxFull as exc:
+            refused = error_response(503, type(exc).__name__, str(exc))
+            refused.headers["Retry-After"] = "1"
+            return refused
+        version = answer.served.version
+        if is_batch:
+            return json_response({"model": model, "version": version,
+                                  "predictions": answer.items})
+        return json_response({"model": model, "version": version, **answer.items[0]})
 
     @router.get("/models", dependencies=auth.reads,
                 responses=AUTH_RESPONSES if auth.reads else None)

@@ -84,9 +84,13 @@ def emitted() -> list[PredictionMade]:
 
 def inference_app(project: Project, manager: ModelManager,
                   emitted: list[PredictionMade]) -> FastAPI:
+    async def deliver(events: list[tuple[str, bytes]]) -> None:
+        # The encoded events must be valid PredictionMade contracts.
+        emitted.extend(PredictionMade.model_validate_json(value) for _, value in events)
+
     app = FastAPI()
     install_error_handlers(app)
-    app.include_router(build_router(Predictor(project, manager, emitted.append)))
+    app.include_router(build_router(Predictor(project, manager, deliver)))
     return app
 
 
