@@ -19,6 +19,15 @@ from contracts.events import (
 
 _FEATURES = {"salary": 68_000.0, "age": 41, "car": 3}
 
+MAX_VERSION = 2**31 - 1
+"""Largest version number: the registry stores versions as 32-bit integers (PostgreSQL INTEGER),
+so a larger one is refused at the edge (422), never sent to the database."""
+MAX_REASON = 1000
+"""Longest free-text reason (characters): it is stored in the audit log and travels in a
+lifecycle event, which must fit the broker's message limit."""
+MAX_NAME = 200
+"""Longest name or actor (characters), as the registry's columns store them."""
+
 
 class PredictRequest(StrictContract):
     """Body of POST /v1/models/{model}/predict for one instance."""
@@ -68,15 +77,41 @@ class BatchPredictResponse(Contract):
                     "prediction_id": "pred-7f3a"}]])
 
 
+MAX_ERROR_FIELDS = 20
+"""Field-level problems listed in one error body; the detail says how many there were."""
+MAX_ERROR_TEXT = 300
+"""Longest field path or message in an error body (characters); input is never echoed whole."""
+MAX_ERROR_DETAIL = 2000
+"""Longest detail of an error body (characters)."""
+
+
 class ErrorDetail(Contract):
-    """Every 4xx/5xx body: what went wrong, and per field where it applies."""
+    """Every 4xx/5xx body: what went wrong, and per field where it applies. Bounded whatever the
+    input: a few problems, each cut short, so a huge request never gets a huge answer."""
 
     error: str = Field(description="Error type.", examples=["InvalidFeatures"])
-    detail: str = Field(description="Message for a person.",
+    detail: str = Field(max_length=MAX_ERROR_DETAIL, description="Message for a person.",
                         examples=["features.age: expected a number, got 'forty'"])
-    fields: list[dict[str, str]] = Field(default_factory=list, description="Field-level problems.",
+    fields: list[dict[str, str]] = Field(default_factory=list, max_length=MAX_ERROR_FIELDS,
+                                         description="Field-level problems (the first "
+                                         f"{MAX_ERROR_FIELDS}).",
                                          examples=[[{"field": "features.age",
                                                      "message": "field required"}]])
+
+
+class Health(Contract):
+    """Body of GET /healthz: the process answers."""
+
+    status: str = Field(description="Always 'ok' when the process answers.", examples=["ok"])
+    service: str = Field(description="Which service answered.", examples=["registry"])
+
+
+class Readiness(Contract):
+    """Body of GET /readyz (200 when ready, 503 when not)."""
+
+    ready: bool = Field(description="Whether the service takes traffic.", examples=[True])
+    checks: dict[str, bool] = Field(description="Each readiness check and its result.",
+                                    examples=[{"consumer_assigned": True}])
 
 
 class ModelVersionView(Contract):
@@ -120,18 +155,21 @@ class ModelView(Contract):
 class PromoteRequest(StrictContract):
     """Body of a manual promotion."""
 
-    version: int = Field(ge=1, description="Version to make champion.", examples=[1])
-    reason: str = Field(min_length=1, description="Why, for the audit trail.",
-                        examples=["roll forward after incident review"])
-    actor: str = Field(default="api", description="Who is acting.", examples=["alice"])
+    version: int = Field(ge=1, le=MAX_VERSION, description="Version to make champion.",
+                         examples=[1])
+    reason: str = Field(min_length=1, max_length=MAX_REASON, description="Why, for the audit "
+                        "trail.", examples=["roll forward after incident review"])
+    actor: str = Field(default="api", max_length=MAX_NAME, description="Who is acting.",
+                       examples=["alice"])
 
 
 class RollbackRequest(StrictContract):
     """Body of a manual rollback to the previous champion."""
 
-    reason: str = Field(min_length=1, description="Why, for the audit trail.",
-                        examples=["v3 misbehaves on EU traffic"])
-    actor: str = Field(default="api", description="Who is acting.", examples=["alice"])
+    reason: str = Field(min_length=1, max_length=MAX_REASON, description="Why, for the audit "
+                        "trail.", examples=["v3 misbehaves on EU traffic"])
+    actor: str = Field(default="api", max_length=MAX_NAME, description="Who is acting.",
+                       examples=["alice"])
 
 
 class AuditEntry(Contract):

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from contracts.topics import Topic
 from services.registry.consumers import trained_handler
 from services.registry.handlers import Registry
+from services.registry.outbox import OutboxPublisher
 from services.registry.routes import build_router
 from services.registry.settings import RegistrySettings
 from services.registry.store import RegistryStore
@@ -21,8 +22,9 @@ def create_app(settings: RegistrySettings) -> FastAPI:
                         RegistryStore(settings.resolved_database_url()))
 
     async def on_start(runtime: Runtime) -> None:
+        runtime.spawn("outbox", publisher.run)  # first sends what an earlier run left pending
         consumer = Consumer(runtime.bus, settings.group_id, [Topic.MODELS_TRAINED],
-                            trained_handler(runtime.bus, registry))
+                            trained_handler(registry, publisher.notify))
         runtime.spawn("models.trained", consumer.run)
         runtime.checks["consumer_assigned"] = consumer.assigned.is_set
 
@@ -30,5 +32,6 @@ def create_app(settings: RegistrySettings) -> FastAPI:
         registry.store.close()
 
     app, runtime = build_app("registry", settings, on_start, on_stop, "driftloop registry")
-    app.include_router(build_router(registry, runtime))
+    publisher = OutboxPublisher(registry.store, runtime.bus)
+    app.include_router(build_router(registry, publisher.notify))
     return app

@@ -1,25 +1,34 @@
-"""The registry's REST API: parse, call the handler, publish, answer."""
+"""The registry's REST API: parse, call the handler, wake the outbox publisher, answer."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
-from contracts.events import ModelLifecycleChanged
-from contracts.http import AuditEntry, ModelVersionView, ModelView, PromoteRequest, RollbackRequest
-from contracts.topics import Topic
+from contracts.http import (
+    MAX_VERSION,
+    AuditEntry,
+    ModelVersionView,
+    ModelView,
+    PromoteRequest,
+    RollbackRequest,
+)
 from services.registry.handlers import Registry
 from shared.errors import ModelNotReady
-from shared.service import Runtime
+from shared.http_errors import error_responses
+
+ModelName = Annotated[str, Path(examples=["loans-tree"])]
+"""Any name: only the project's declared models exist, every other name is a 404."""
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, examples=[1])]
+"""Bounded as the database stores it: a larger number is a 422, never a database error."""
 
 
-def build_router(registry: Registry, runtime: Runtime) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["registry"])
-
-    async def publish(events: list[ModelLifecycleChanged]) -> None:
-        for event in events:
-            await runtime.bus.publish(Topic.MODELS_LIFECYCLE, event, key=event.model)
+def build_router(registry: Registry, notify: Callable[[], None]) -> APIRouter:
+    """The API; `notify` wakes the outbox publisher after a decision was committed."""
+    router = APIRouter(prefix="/v1", tags=["registry"], responses=error_responses(404, 422))
 
     @router.get("/models")
     def list_models() -> list[ModelView]:
@@ -30,18 +39,18 @@ def build_router(registry: Registry, runtime: Runtime) -> APIRouter:
                 for name in registry.project.models]
 
     @router.get("/models/{model}/versions")
-    def list_versions(model: str) -> list[ModelVersionView]:
+    def list_versions(model: ModelName) -> list[ModelVersionView]:
         """Every version of a model, oldest first, with metrics and lineage."""
         registry.champion(model)  # 404 for undeclared models
         return registry.store.list_versions(model)
 
     @router.get("/models/{model}/versions/{version}")
-    def get_version(model: str, version: int) -> ModelVersionView:
+    def get_version(model: ModelName, version: VersionNumber) -> ModelVersionView:
         """One version."""
         return registry.store.get(model, version)
 
-    @router.get("/models/{model}/champion")
-    def get_champion(model: str) -> ModelVersionView:
+    @router.get("/models/{model}/champion", responses=error_responses(409))
+    def get_champion(model: ModelName) -> ModelVersionView:
         """The version serving; 409 when there is none yet."""
         view = registry.champion(model)
         if view is None:
@@ -49,7 +58,7 @@ def build_router(registry: Registry, runtime: Runtime) -> APIRouter:
         return view
 
     @router.get("/models/{model}/lineage")
-    def lineage(model: str) -> list[dict[str, object]]:
+    def lineage(model: ModelName) -> list[dict[str, object]]:
         """For each version: snapshot, pipeline, training request and the decision taken."""
         registry.champion(model)
         return [{"version": v.version, "stage": v.stage, "run_id": v.run_id,
@@ -58,24 +67,23 @@ def build_router(registry: Registry, runtime: Runtime) -> APIRouter:
                 for v in registry.store.list_versions(model)]
 
     @router.get("/models/{model}/audit")
-    def audit_log(model: str) -> list[AuditEntry]:
+    def audit_log(model: ModelName) -> list[AuditEntry]:
         """Every lifecycle decision, oldest first: who, what, why."""
         registry.champion(model)
         return registry.store.audit_log(model)
 
-    @router.post("/models/{model}/promote")
-    async def promote(model: str, body: PromoteRequest) -> ModelVersionView:
-        """Make a version champion by hand (audited)."""
-        events = await asyncio.to_thread(registry.promote, model, body.version, body.reason,
-                                         body.actor)
-        await publish(events)
+    @router.post("/models/{model}/promote", responses=error_responses(401, 403, 409))
+    async def promote(model: ModelName, body: PromoteRequest) -> ModelVersionView:
+        """Make a version champion by hand (audited; its event is published by the outbox)."""
+        await asyncio.to_thread(registry.promote, model, body.version, body.reason, body.actor)
+        notify()
         return registry.store.get(model, body.version)
 
-    @router.post("/models/{model}/rollback")
-    async def rollback(model: str, body: RollbackRequest) -> ModelVersionView:
-        """Restore the previous champion (audited)."""
+    @router.post("/models/{model}/rollback", responses=error_responses(401, 403, 409))
+    async def rollback(model: ModelName, body: RollbackRequest) -> ModelVersionView:
+        """Restore the previous champion (audited; its event is published by the outbox)."""
         events = await asyncio.to_thread(registry.rollback, model, body.reason, body.actor)
-        await publish(events)
+        notify()
         return registry.store.get(model, events[0].version)
 
     return router

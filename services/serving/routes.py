@@ -17,7 +17,7 @@ from contracts.http import (
 )
 from services.serving.handlers import Predictor
 from shared.errors import InvalidFeatures
-from shared.http_errors import json_response
+from shared.http_errors import error_responses, json_response
 from shared.records import describe
 from shared.validation import field_errors
 
@@ -45,6 +45,7 @@ def build_router(predictor: Predictor) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["inference"])
 
     @router.post("/models/{model}/predict", response_model=PredictResponse | BatchPredictResponse,
+                 responses=error_responses(401, 403, 404, 409, 422),
                  openapi_extra={"requestBody": {"content": {"application/json": {"schema": {
                      "oneOf": [PredictRequest.model_json_schema(),
                                BatchPredictRequest.model_json_schema()]}}}, "required": True}})

@@ -19,3 +19,7 @@ class ServingSettings(CommonSettings):
     outbox_capacity: int = Field(default=100_000, ge=1,
                                  validation_alias="DRIFTLOOP_SERVING_OUTBOX_CAPACITY")
     """Prediction events queued for Kafka before new ones are dropped (and counted)."""
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024,
+                                   validation_alias="DRIFTLOOP_SERVING_MAX_REQUEST_BYTES")
+    """Largest predict body (bytes): room for a batch of 10,000 instances of a few dozen
+    features; larger bodies get 413 before they are read."""

@@ -4,7 +4,7 @@ document must describe (issue 5, finding 9)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,8 @@ async def test_huge_version_in_a_promote_body_is_422(registry: httpx.AsyncClient
 async def test_a_long_reason_is_refused_before_anything_is_stored(
         registry: httpx.AsyncClient, path: str) -> None:
     before = (await registry.get(f"{BASE}/audit")).json()
-    response = await registry.post(f"{BASE}/{path}", json={"version": 2, "reason": "x" * 1001})
+    body: dict[str, Any] = {"reason": "x" * 1001} | ({"version": 2} if path == "promote" else {})
+    response = await registry.post(f"{BASE}/{path}", json=body)
     assert response.status_code == 422
     assert [f["field"] for f in error_of(response).fields] == ["reason"]
     assert (await registry.get(f"{BASE}/audit")).json() == before
@@ -97,7 +98,7 @@ async def test_a_reason_within_the_bound_is_recorded(registry: httpx.AsyncClient
 # -- request bodies are capped ----------------------------------------------------------------
 
 
-def chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
+async def chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     """A body sent without Content-Length (chunked), so only counting can stop it."""
     sent = 0
     while sent < total:
@@ -208,12 +209,16 @@ async def test_registry_routes_declare_their_errors_with_the_error_shape(
         if not path.startswith("/v1/"):
             continue
         for method, operation in operations.items():
-            for status in (400, 404, 409, 413, 422):
+            for status in (400, 404, 413, 422):
                 assert error_schema(operation["responses"], status).endswith("/ErrorDetail"), (
                     method, path, status)
-    promote = paths["/v1/models/{model}/promote"]["post"]["responses"]
-    assert error_schema(promote, 401).endswith("/ErrorDetail")
-    assert error_schema(promote, 403).endswith("/ErrorDetail")
+    for path in ("champion", "promote", "rollback"):
+        operation = next(iter(paths[f"/v1/models/{{model}}/{path}"].values()))
+        assert error_schema(operation["responses"], 409).endswith("/ErrorDetail")
+    for path in ("promote", "rollback"):  # what the bearer-token guards answer
+        responses = paths[f"/v1/models/{{model}}/{path}"]["post"]["responses"]
+        assert error_schema(responses, 401).endswith("/ErrorDetail")
+        assert error_schema(responses, 403).endswith("/ErrorDetail")
 
 
 async def test_ops_routes_are_described(serving: httpx.AsyncClient) -> None:

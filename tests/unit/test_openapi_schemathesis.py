@@ -48,13 +48,18 @@ from shared.project import load_project
 from shared.service import Runtime, build_app
 from tests.unit.factories import PROJECT_FILE, demo_project, model_trained
 
+MODEL = "loans-tree"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
-EXAMPLES = 12
-"""Per operation and generation mode: enough to reach every declared status of these small
-APIs, few enough that the whole file runs in seconds."""
+EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 10}
+"""Per operation: enough to reach every declared status of these small APIs, few enough that
+the whole file runs in well under a minute (invalid inputs are costly to generate: schemathesis
+filters its drafts until each one really breaks the schema)."""
 
 ASGI = Callable[..., Any]
+INSTANCES = [x for x, _ in synth.Agrawal(seed=99).take(3)]
+VALID_PREDICT_BODIES = {"one instance": {"features": INSTANCES[0]},
+                        "a batch": {"instances": INSTANCES}}
 
 
 def without_lifespan(app: FastAPI) -> ASGI:
@@ -91,7 +96,7 @@ async def _serving_with_champion(data_dir: Path) -> FastAPI:
     for x, y in synth.Agrawal(seed=1).take(300):
         model.learn_one(x, y)
     manager = ModelManager(artifacts)
-    assert await manager.load("loans-tree", 1, artifacts.save_model(model))
+    assert await manager.load(MODEL, 1, artifacts.save_model(model))
     events: list[Any] = []
     predictor = Predictor(load_project(settings.config), manager, events.append)
 
@@ -125,28 +130,44 @@ def service(request: pytest.FixtureRequest,
     yield name, without_lifespan(SERVICES[name](tmp_path_factory.mktemp(name)))
 
 
+def strategies_for(operation: Any, mode: GenerationMode) -> list[tuple[str, Any]]:
+    """Cases for `operation`; where it takes a model name, a second run names the declared
+    model, so the routes' real work (versions, promotions, predictions) is reached and not
+    only their 404."""
+    runs = [("", operation.as_strategy(generation_mode=mode))]
+    if "{model}" in operation.path:
+        runs.append((f" model={MODEL}", operation.as_strategy(
+            generation_mode=mode, path_parameters={"model": MODEL})))
+    if operation.path.endswith("/predict") and mode is GenerationMode.POSITIVE:
+        for name, body in VALID_PREDICT_BODIES.items():  # the 200 answers and their schema
+            runs.append((f" {name}", operation.as_strategy(
+                generation_mode=mode, path_parameters={"model": MODEL}, body=body)))
+    return runs
+
+
 def failures_of(app: ASGI, mode: GenerationMode) -> list[str]:
     """Every operation driven with `mode` inputs; the failures, one line each."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     found: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
-
-        @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                  phases=[Phase.explicit, Phase.generate],
-                  suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy(generation_mode=mode))
-        def run(case: Any) -> None:
-            case.call_and_validate(checks=checks)
-
         # /readyz answers 503 by design until the lifespan has run (declared in the spec).
         checks = [c for c in CHECKS if operation.path != "/readyz" or c is not not_a_server_error]
-        try:
-            run()
-        except Unsatisfiable:  # nothing invalid to send to an operation without inputs
-            assert mode is GenerationMode.NEGATIVE, operation.label
-        except (Exception, BaseExceptionGroup) as exc:  # all of them: one run shows every break
-            found.append(f"{operation.label} [{mode.value}]: {str(exc)[:2000]}")
+        for label, strategy in strategies_for(operation, mode):
+
+            @settings(max_examples=EXAMPLES[mode], derandomize=True, deadline=None,
+                      database=None, phases=[Phase.explicit, Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+            @given(case=strategy)
+            def run(case: Any) -> None:
+                case.call_and_validate(checks=checks)  # noqa: B023 (run at once, in the loop)
+
+            try:
+                run()
+            except Unsatisfiable:  # nothing invalid to send when the only input is fixed
+                assert mode is GenerationMode.NEGATIVE, operation.label
+            except (Exception, BaseExceptionGroup) as exc:  # all of them: one run shows all
+                found.append(f"{operation.label}{label} [{mode.value}]: {str(exc)[:2000]}")
     return found
 
 
