@@ -23,6 +23,11 @@ LINEAGE_EXAMPLE: dict[str, Any] = {
     "hyperparameters": {"passes": 10, "holdout_fraction": 0.2}, "seed": 42,
     "code_version": "0.1.0"}
 PROFILE_EXAMPLE: dict[str, Any] = {"age": {"edges": [30.0, 50.0], "fractions": [0.3, 0.4, 0.3]}}
+MAX_REASON = 1000
+"""Longest free-text reason (characters), in events and HTTP bodies alike: it is stored in the
+registry's audit log and must fit, with the rest of its event, in one broker message."""
+MAX_NAME = 200
+"""Longest name or actor (characters), as the registry's columns store them."""
 
 
 class LabeledRecord(StrictContract):
@@ -228,7 +233,7 @@ class ModelLifecycleChanged(Contract):
     model: str = Field(description="Model name.", examples=["loans-tree"])
     version: int = Field(ge=1, description="The version the decision is about.", examples=[2])
     action: LifecycleAction = Field(description="What happened.", examples=["promoted"])
-    reason: str = Field(description="Why, for the audit trail.",
+    reason: str = Field(max_length=MAX_REASON, description="Why, for the audit trail.",
                         examples=["accuracy 0.88 beats champion v1 0.58 by ≥ 0.01"])
     run_id: str = Field(description="Training run of the version.", examples=["run-81aa"])
     artifact: ArtifactRef = Field(description="The version's artifact.",
@@ -240,8 +245,8 @@ class ModelLifecycleChanged(Contract):
     reference_profile: dict[str, BinnedDistribution] = Field(
         default_factory=dict, description="The version's training feature distributions.",
         examples=[PROFILE_EXAMPLE])
-    actor: str = Field(default="policy", description="'policy' or the person who acted.",
-                       examples=["policy"])
+    actor: str = Field(default="policy", max_length=MAX_NAME,
+                       description="'policy' or the person who acted.", examples=["policy"])
     request_id: str | None = Field(default=None, description="Training request that produced "
                                    "the version, when known.", examples=["req-5c1d"])
     at: datetime = Field(default_factory=utcnow, description="When.",

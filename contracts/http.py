@@ -11,6 +11,8 @@ from contracts.base import Contract, FeatureValue, StrictContract
 from contracts.events import (
     ARTIFACT_EXAMPLE,
     LINEAGE_EXAMPLE,
+    MAX_NAME,
+    MAX_REASON,
     PROFILE_EXAMPLE,
     ArtifactRef,
     BinnedDistribution,
@@ -22,11 +24,6 @@ _FEATURES = {"salary": 68_000.0, "age": 41, "car": 3}
 MAX_VERSION = 2**31 - 1
 """Largest version number: the registry stores versions as 32-bit integers (PostgreSQL INTEGER),
 so a larger one is refused at the edge (422), never sent to the database."""
-MAX_REASON = 1000
-"""Longest free-text reason (characters): it is stored in the audit log and travels in a
-lifecycle event, which must fit the broker's message limit."""
-MAX_NAME = 200
-"""Longest name or actor (characters), as the registry's columns store them."""
 
 
 class PredictRequest(StrictContract):
