@@ -23,6 +23,7 @@ from contracts.events import (
     ModelTrained,
 )
 from services.registry.handlers import Registry
+from services.registry.schema import MIGRATIONS
 from services.registry.store import RegistryStore
 from shared.project import Project
 
@@ -87,7 +88,12 @@ def test_registry_runs_its_migrations_and_policy_on_postgres(pg_url: str) -> Non
         assert back[0].action is LifecycleAction.ROLLED_BACK and back[0].version == 1
         assert store.champion_version("m") == 1
         assert [e.action for e in store.audit_log("m")][-2:] == ["rolled_back", "archived"]
+        # every decision's events are in the outbox, in order (4 decisions, 6 events)
+        assert [r.key for r in store.pending_events()] == ["m"] * 6
+        store.mark_sent(store.pending_events()[0].id)
+        assert len(store.pending_events()) == 5
         with store.engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT max(version) FROM schema_version")).scalar() == 1
+            assert conn.execute(sa.text("SELECT max(version) FROM schema_version")).scalar() == (
+                len(MIGRATIONS))
     finally:
         store.close()
