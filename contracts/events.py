@@ -28,6 +28,9 @@ MAX_REASON = 1000
 registry's audit log and must fit, with the rest of its event, in one broker message."""
 MAX_NAME = 200
 """Longest name or actor (characters), as the registry's columns store them."""
+MAX_VERSION = 2**31 - 1
+"""Largest version number: the registry stores versions as 32-bit integers (PostgreSQL
+INTEGER), so a larger one is refused as invalid input, never sent to the database."""
 
 
 class LabeledRecord(StrictContract):
@@ -191,19 +194,22 @@ class BinnedDistribution(Contract):
 class ModelTrained(Contract):
     """A candidate model version produced by training (key = model)."""
 
-    run_id: str = Field(description="Unique id of the training run.", examples=["run-81aa"])
-    model: str = Field(description="Model name.", examples=["loans-tree"])
-    request_id: str = Field(description="The training request this run answers.",
-                            examples=["req-5c1d"])
-    metric: str = Field(description="Name of the metric promotion compares.",
+    # Bounded as the registry's columns store them: anything longer is refused as the
+    # contract (dead-lettered), never sent to the database.
+    run_id: str = Field(max_length=100, description="Unique id of the training run.",
+                        examples=["run-81aa"])
+    model: str = Field(max_length=MAX_NAME, description="Model name.", examples=["loans-tree"])
+    request_id: str = Field(max_length=MAX_NAME, description="The training request this run "
+                            "answers.", examples=["req-5c1d"])
+    metric: str = Field(max_length=50, description="Name of the metric promotion compares.",
                         examples=["accuracy"])
     metrics: dict[str, float] = Field(description="Metrics on the holdout.",
                                       examples=[{"accuracy": 0.91}])
     holdout: Holdout = Field(description="What the metrics were measured on.",
                              examples=[{"snapshot_id": "9f" * 32, "start": 1600, "size": 400}])
-    baseline_version: int | None = Field(default=None, description="Champion version that was "
-                                         "scored on the same holdout, if there was one.",
-                                         examples=[1])
+    baseline_version: int | None = Field(default=None, ge=1, le=MAX_VERSION,
+                                         description="Champion version that was scored on "
+                                         "the same holdout, if there was one.", examples=[1])
     baseline_metrics: dict[str, float] | None = Field(default=None, description="That champion's "
                                                       "metrics on the same holdout.",
                                                       examples=[{"accuracy": 0.58}])

@@ -13,6 +13,7 @@ from contracts.events import (
     LINEAGE_EXAMPLE,
     MAX_NAME,
     MAX_REASON,
+    MAX_VERSION,
     PROFILE_EXAMPLE,
     ArtifactRef,
     BinnedDistribution,
@@ -21,9 +22,6 @@ from contracts.events import (
 
 _FEATURES = {"salary": 68_000.0, "age": 41, "car": 3}
 
-MAX_VERSION = 2**31 - 1
-"""Largest version number: the registry stores versions as 32-bit integers (PostgreSQL INTEGER),
-so a larger one is refused at the edge (422), never sent to the database."""
 
 
 class PredictRequest(StrictContract):

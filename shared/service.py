@@ -133,6 +133,10 @@ class BodyLimitMiddleware:
                 if int(value) > self.max_bytes:
                     await self._refuse(send, 413, *self._too_large())
                     return
+                # The server frames the body by Content-Length: nothing more can arrive, so
+                # the hot path (every predict call) pays for this header check only.
+                await self.app(scope, receive, send)
+                return
         received = 0
 
         async def counted() -> Any:

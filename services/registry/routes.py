@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from contracts.events import MAX_VERSION
 from contracts.http import (
-    MAX_VERSION,
     AuditEntry,
     ModelVersionView,
     ModelView,

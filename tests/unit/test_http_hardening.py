@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 
+from contracts.events import ModelTrained
 from contracts.http import ErrorDetail
 from services.registry.app import create_app as registry_app
 from services.registry.settings import RegistrySettings
@@ -71,6 +73,19 @@ async def test_huge_version_in_a_promote_body_is_422(registry: httpx.AsyncClient
     response = await registry.post(f"{BASE}/promote", json={"version": version, "reason": "x"})
     assert response.status_code == 422
     assert [f["field"] for f in error_of(response).fields] == ["version"]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("baseline_version", 2**63), ("baseline_version", 2**31), ("run_id", "r" * 101),
+    ("request_id", "q" * 201), ("metric", "m" * 51)])
+def test_a_trained_event_the_database_cannot_store_is_invalid(field: str, value: Any,
+                                                              tmp_path: Path) -> None:
+    """Refused as the contract, so the consumer dead-letters it at once (it used to reach
+    the database: an OverflowError on SQLite, a DataError on PostgreSQL, retried as if the
+    database were down)."""
+    forged = model_trained("run-1", 0.9).model_dump(mode="json") | {field: value}
+    with pytest.raises(ValidationError):
+        ModelTrained.model_validate(forged)
 
 
 # -- free text is bounded ---------------------------------------------------------------------
