@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from sqlalchemy.exc import OperationalError
 
 from contracts.topics import Topic
 from services.registry.consumers import trained_handler
@@ -12,6 +13,7 @@ from services.registry.routes import build_router
 from services.registry.settings import RegistrySettings
 from services.registry.store import RegistryStore
 from shared.consumer import Consumer
+from shared.http_errors import error_response
 from shared.project import load_project
 from shared.service import Runtime, build_app
 
@@ -34,4 +36,11 @@ def create_app(settings: RegistrySettings) -> FastAPI:
     app, runtime = build_app("registry", settings, on_start, on_stop, "driftloop registry")
     publisher = OutboxPublisher(registry.store, runtime.bus)
     app.include_router(build_router(registry, publisher.notify))
+
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        # Locked (SQLite) or unreachable (PostgreSQL): retryable, and the SQL stays private.
+        return error_response(503, "DependencyUnavailable",
+                              "registry database unavailable; retry later")
+
+    app.add_exception_handler(OperationalError, database_unavailable)
     return app

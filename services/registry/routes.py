@@ -28,7 +28,7 @@ VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, examples=[1])]
 
 def build_router(registry: Registry, notify: Callable[[], None]) -> APIRouter:
     """The API; `notify` wakes the outbox publisher after a decision was committed."""
-    router = APIRouter(prefix="/v1", tags=["registry"], responses=error_responses(404, 422))
+    router = APIRouter(prefix="/v1", tags=["registry"], responses=error_responses(404, 422, 503))
 
     @router.get("/models")
     def list_models() -> list[ModelView]:

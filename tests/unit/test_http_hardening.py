@@ -257,3 +257,22 @@ async def test_metrics_answers_its_declared_content_type(serving: httpx.AsyncCli
     declared = next(iter(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]))
     response = await serving.get("/metrics")
     assert response.headers["content-type"].split(";")[0] == declared.split(";")[0]
+
+
+# -- the database unavailable is a 503, not a 500 ---------------------------------------------
+
+
+async def test_a_locked_or_unreachable_database_is_503(registry: httpx.AsyncClient,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from services.registry.store import RegistryStore
+
+    def down(self: RegistryStore) -> None:
+        raise OperationalError("SELECT secret FROM x", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(RegistryStore, "models", down)
+    response = await registry.get("/v1/models")
+    assert response.status_code == 503
+    error = error_of(response)
+    assert error.error == "DependencyUnavailable" and "secret" not in error.detail
