@@ -23,6 +23,14 @@ LINEAGE_EXAMPLE: dict[str, Any] = {
     "hyperparameters": {"passes": 10, "holdout_fraction": 0.2}, "seed": 42,
     "code_version": "0.1.0"}
 PROFILE_EXAMPLE: dict[str, Any] = {"age": {"edges": [30.0, 50.0], "fractions": [0.3, 0.4, 0.3]}}
+MAX_REASON = 1000
+"""Longest free-text reason (characters), in events and HTTP bodies alike: it is stored in the
+registry's audit log and must fit, with the rest of its event, in one broker message."""
+MAX_NAME = 200
+"""Longest name or actor (characters), as the registry's columns store them."""
+MAX_VERSION = 2**31 - 1
+"""Largest version number: the registry stores versions as 32-bit integers (PostgreSQL
+INTEGER), so a larger one is refused as invalid input, never sent to the database."""
 
 
 class LabeledRecord(StrictContract):
@@ -187,19 +195,22 @@ class BinnedDistribution(Contract):
 class ModelTrained(Contract):
     """A candidate model version produced by training (key = model)."""
 
-    run_id: str = Field(description="Unique id of the training run.", examples=["run-81aa"])
-    model: str = Field(description="Model name.", examples=["loans-tree"])
-    request_id: str = Field(description="The training request this run answers.",
-                            examples=["req-5c1d"])
-    metric: str = Field(description="Name of the metric promotion compares.",
+    # Bounded as the registry's columns store them: anything longer is refused as the
+    # contract (dead-lettered), never sent to the database.
+    run_id: str = Field(max_length=100, description="Unique id of the training run.",
+                        examples=["run-81aa"])
+    model: str = Field(max_length=MAX_NAME, description="Model name.", examples=["loans-tree"])
+    request_id: str = Field(max_length=MAX_NAME, description="The training request this run "
+                            "answers.", examples=["req-5c1d"])
+    metric: str = Field(max_length=50, description="Name of the metric promotion compares.",
                         examples=["accuracy"])
     metrics: dict[str, float] = Field(description="Metrics on the holdout.",
                                       examples=[{"accuracy": 0.91}])
     holdout: Holdout = Field(description="What the metrics were measured on.",
                              examples=[{"snapshot_id": "9f" * 32, "start": 1600, "size": 400}])
-    baseline_version: int | None = Field(default=None, description="Champion version that was "
-                                         "scored on the same holdout, if there was one.",
-                                         examples=[1])
+    baseline_version: int | None = Field(default=None, ge=1, le=MAX_VERSION,
+                                         description="Champion version that was scored on "
+                                         "the same holdout, if there was one.", examples=[1])
     baseline_metrics: dict[str, float] | None = Field(default=None, description="That champion's "
                                                       "metrics on the same holdout.",
                                                       examples=[{"accuracy": 0.58}])
@@ -234,7 +245,7 @@ class ModelLifecycleChanged(Contract):
     model: str = Field(description="Model name.", examples=["loans-tree"])
     version: int = Field(ge=1, description="The version the decision is about.", examples=[2])
     action: LifecycleAction = Field(description="What happened.", examples=["promoted"])
-    reason: str = Field(description="Why, for the audit trail.",
+    reason: str = Field(max_length=MAX_REASON, description="Why, for the audit trail.",
                         examples=["accuracy 0.88 beats champion v1 0.58 by ≥ 0.01"])
     run_id: str = Field(description="Training run of the version.", examples=["run-81aa"])
     artifact: ArtifactRef = Field(description="The version's artifact.",
@@ -246,8 +257,8 @@ class ModelLifecycleChanged(Contract):
     reference_profile: dict[str, BinnedDistribution] = Field(
         default_factory=dict, description="The version's training feature distributions.",
         examples=[PROFILE_EXAMPLE])
-    actor: str = Field(default="policy", description="'policy' or the person who acted.",
-                       examples=["policy"])
+    actor: str = Field(default="policy", max_length=MAX_NAME,
+                       description="'policy' or the person who acted.", examples=["policy"])
     request_id: str | None = Field(default=None, description="Training request that produced "
                                    "the version, when known.", examples=["req-5c1d"])
     at: datetime = Field(default_factory=utcnow, description="When.",

@@ -11,6 +11,9 @@ from contracts.base import Contract, FeatureValue, StrictContract
 from contracts.events import (
     ARTIFACT_EXAMPLE,
     LINEAGE_EXAMPLE,
+    MAX_NAME,
+    MAX_REASON,
+    MAX_VERSION,
     PROFILE_EXAMPLE,
     ArtifactRef,
     BinnedDistribution,
@@ -18,6 +21,7 @@ from contracts.events import (
 )
 
 _FEATURES = {"salary": 68_000.0, "age": 41, "car": 3}
+
 
 
 class PredictRequest(StrictContract):
@@ -68,15 +72,41 @@ class BatchPredictResponse(Contract):
                     "prediction_id": "pred-7f3a"}]])
 
 
+MAX_ERROR_FIELDS = 20
+"""Field-level problems listed in one error body; the detail says how many there were."""
+MAX_ERROR_TEXT = 300
+"""Longest field path or message in an error body (characters); input is never echoed whole."""
+MAX_ERROR_DETAIL = 2000
+"""Longest detail of an error body (characters)."""
+
+
 class ErrorDetail(Contract):
-    """Every 4xx/5xx body: what went wrong, and per field where it applies."""
+    """Every 4xx/5xx body: what went wrong, and per field where it applies. Bounded whatever the
+    input: a few problems, each cut short, so a huge request never gets a huge answer."""
 
     error: str = Field(description="Error type.", examples=["InvalidFeatures"])
-    detail: str = Field(description="Message for a person.",
+    detail: str = Field(max_length=MAX_ERROR_DETAIL, description="Message for a person.",
                         examples=["features.age: expected a number, got 'forty'"])
-    fields: list[dict[str, str]] = Field(default_factory=list, description="Field-level problems.",
+    fields: list[dict[str, str]] = Field(default_factory=list, max_length=MAX_ERROR_FIELDS,
+                                         description="Field-level problems (the first "
+                                         f"{MAX_ERROR_FIELDS}).",
                                          examples=[[{"field": "features.age",
                                                      "message": "field required"}]])
+
+
+class Health(Contract):
+    """Body of GET /healthz: the process answers."""
+
+    status: str = Field(description="Always 'ok' when the process answers.", examples=["ok"])
+    service: str = Field(description="Which service answered.", examples=["registry"])
+
+
+class Readiness(Contract):
+    """Body of GET /readyz (200 when ready, 503 when not)."""
+
+    ready: bool = Field(description="Whether the service takes traffic.", examples=[True])
+    checks: dict[str, bool] = Field(description="Each readiness check and its result.",
+                                    examples=[{"consumer_assigned": True}])
 
 
 class ModelVersionView(Contract):
@@ -124,22 +154,25 @@ class ModelView(Contract):
 class PromoteRequest(StrictContract):
     """Body of a manual promotion."""
 
-    version: int = Field(ge=1, description="Version to make champion.", examples=[1])
-    reason: str = Field(min_length=1, description="Why, for the audit trail.",
-                        examples=["roll forward after incident review"])
-    actor: str | None = Field(default=None, deprecated=True, description="Ignored, kept so "
-                              "older clients are not refused: the audit log's actor is the "
-                              "owner of the bearer token.", examples=[None])
+    version: int = Field(ge=1, le=MAX_VERSION, description="Version to make champion.",
+                         examples=[1])
+    reason: str = Field(min_length=1, max_length=MAX_REASON, description="Why, for the audit "
+                        "trail.", examples=["roll forward after incident review"])
+    actor: str | None = Field(default=None, max_length=MAX_NAME, deprecated=True,
+                              description="Ignored, kept so older clients are not refused: the "
+                              "audit log's actor is the owner of the bearer token.",
+                              examples=[None])
 
 
 class RollbackRequest(StrictContract):
     """Body of a manual rollback to the previous champion."""
 
-    reason: str = Field(min_length=1, description="Why, for the audit trail.",
-                        examples=["v3 misbehaves on EU traffic"])
-    actor: str | None = Field(default=None, deprecated=True, description="Ignored, kept so "
-                              "older clients are not refused: the audit log's actor is the "
-                              "owner of the bearer token.", examples=[None])
+    reason: str = Field(min_length=1, max_length=MAX_REASON, description="Why, for the audit "
+                        "trail.", examples=["v3 misbehaves on EU traffic"])
+    actor: str | None = Field(default=None, max_length=MAX_NAME, deprecated=True,
+                              description="Ignored, kept so older clients are not refused: the "
+                              "audit log's actor is the owner of the bearer token.",
+                              examples=[None])
 
 
 class TrainRequest(StrictContract):
@@ -148,7 +181,7 @@ class TrainRequest(StrictContract):
     last: int | None = Field(default=None, ge=1, le=10_000_000, description="Train on at most "
                              "this many of the newest records; unset: all of them.",
                              examples=[2000])
-    reason: str | None = Field(default=None, max_length=1000, description="Why, kept as the "
+    reason: str | None = Field(default=None, max_length=MAX_REASON, description="Why, kept as the "
                                "request's evidence.", examples=["new features landed"])
 
 

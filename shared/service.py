@@ -19,11 +19,19 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from contracts.http import Health, Readiness
 from shared.auth import Authenticator
 from shared.broker import EmbeddedBroker
 from shared.bus import Bus
 from shared.consumer import ConsumerReset
-from shared.http_errors import install_error_handlers, json_response
+from shared.http_errors import (
+    EDGE_ERRORS,
+    RequestRefused,
+    error_body,
+    error_responses,
+    install_error_handlers,
+    json_response,
+)
 from shared.logs import configure_logging
 from shared.registry_client import present_token
 from shared.settings import CommonSettings
@@ -107,6 +115,71 @@ class TraceMiddleware:
         await self.app(scope, receive, send_with_trace)
 
 
+class BodyLimitMiddleware:
+    """Pure ASGI: refuse a request body larger than `max_bytes` with 413, before reading it
+    when Content-Length says so, else as soon as the bytes received pass the limit (a chunked
+    body). Without it one request can make a service hold, parse and answer about any size."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                if not value.strip().isdigit():
+                    await self._refuse(send, 400, "InvalidRequest",
+                                       "Content-Length is not a number of bytes")
+                    return
+                if int(value) > self.max_bytes:
+                    await self._refuse(send, 413, *self._too_large())
+                    return
+                # The server frames the body by Content-Length: nothing more can arrive, so
+                # the hot path (every predict call) pays for this header check only.
+                await self.app(scope, receive, send)
+                return
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise RequestRefused(413, *self._too_large())
+            return message
+
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except RequestRefused as exc:  # raised outside a route's exception handlers
+            if started:
+                raise
+            await self._refuse(send, exc.status_code, exc.error, str(exc.detail))
+
+    def _too_large(self) -> tuple[str, str]:
+        return ("RequestTooLarge", f"the request body is larger than this service accepts "
+                f"({self.max_bytes} bytes)")
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, error: str, detail: str) -> None:
+        body = json_response(error_body(error, detail)).body
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 def build_app(name: str, settings: CommonSettings,
               on_start: Callable[[Runtime], Awaitable[None]],
               on_stop: Callable[[Runtime], Awaitable[None]] | None = None,
@@ -132,22 +205,28 @@ def build_app(name: str, settings: CommonSettings,
             await runtime.bus.stop()
             logger.info("%s stopped", name)
 
-    app = FastAPI(title=title or f"driftloop {name}", lifespan=lifespan)
+    app = FastAPI(title=title or f"driftloop {name}", lifespan=lifespan,
+                  responses=error_responses(*EDGE_ERRORS))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(TraceMiddleware)
     install_error_handlers(app)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], response_model=Health)
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok", "service": name}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "Not ready (yet)."}})
     async def readyz() -> Response:
         """Readiness: connected, workers started, and the service's own checks pass."""
         ok, checks = runtime.is_ready()
         return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
 
-    @app.get("/metrics", tags=["ops"], dependencies=runtime.auth.reads)
+    @app.get("/metrics", tags=["ops"], dependencies=runtime.auth.reads, response_class=Response,
+             responses={200: {"description": "Prometheus text exposition.",
+                              "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+                        **(error_responses(401, 403) if runtime.auth.reads else {})})
     async def metrics() -> Response:
         """Prometheus exposition."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -75,6 +75,9 @@ class CommonSettings(BaseSettings):
     """Interface this service's HTTP server binds."""
     log_level: str = "INFO"
     """Root log level."""
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest HTTP request body this service reads (bytes); larger ones get 413 before they
+    are read. Serving has its own, larger, setting for batches."""
 
     # -- HTTP auth (shared/auth.py): tokens are stored as sha256, never as themselves --
     auth_tokens: list[TokenEntry] = Field(default_factory=list)

@@ -1,6 +1,8 @@
 """The registry's decisions: record runs, apply the promotion policy, promote, roll back.
 
-No HTTP or Kafka types: every method returns the lifecycle events to publish, signed.
+No HTTP or Kafka types. Every decision is signed and stored with its lifecycle events in one
+transaction (the registry's outbox, published by services/registry/outbox.py); methods also
+return the events, for the caller's logs and tests.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import logging
 
 from contracts.events import LifecycleAction, ModelLifecycleChanged, ModelTrained
 from contracts.http import ModelVersionView
-from services.registry.store import Decided, RegistryStore
+from services.registry.store import Decided, Lookup, RegistryStore
 from shared.errors import ModelNotFound, PromotionRefused, UndeclaredModel
 from shared.project import PolicySpec, Project
 from shared.signing import Signer, Verifier
@@ -75,8 +77,8 @@ class Registry:
         policy = self.project.model(event.model).policy
         existing = self.store.by_run(event.run_id)
         if existing is not None and existing.stage != "candidate":
-            logger.info("run %s already registered as v%d; re-announcing its decision",
-                        event.run_id, existing.version)
+            logger.info("run %s already registered as v%d; its decision went to the outbox "
+                        "with it", event.run_id, existing.version)
             action = (LifecycleAction.REJECTED if existing.stage == "rejected"
                       else LifecycleAction.PROMOTED)
             return [self._event(existing, action, existing.decision or "",
@@ -88,23 +90,31 @@ class Registry:
         champion = self.store.champion_version(event.model)
         action, reason = judge(event, champion, policy)
         promoted = action is LifecycleAction.PROMOTED
-        decided = self.store.decide(event.model, version, action.value, reason, "policy",
-                                    new_champion=version if promoted else None,
-                                    stage="champion" if promoted else "rejected")
+        events = self._decide(self.store.get(event.model, version), action, reason, "policy",
+                              new_champion=version if promoted else None,
+                              stage="champion" if promoted else "rejected")
         logger.info("%s v%d %s: %s", event.model, version, action.value, reason)
-        view = self.store.get(event.model, version)
-        return self._announce(view, action, reason, decided, "policy")
+        return events
 
-    def _announce(self, view: ModelVersionView, action: LifecycleAction, reason: str,
-                  decided: Decided, actor: str) -> list[ModelLifecycleChanged]:
-        champion = self.store.champion_version(view.model)
-        events = [self._event(view, action, reason, champion, actor, decided.sequence)]
-        previous = decided.previous
-        if previous is not None and champion != previous:
-            old = self.store.get(view.model, previous)
-            events.append(self._event(old, LifecycleAction.ARCHIVED,
-                                      f"replaced by v{champion}", champion, actor,
-                                      decided.archived_sequence))
+    def _decide(self, view: ModelVersionView, action: LifecycleAction, reason: str, actor: str,
+                new_champion: int | None, stage: str) -> list[ModelLifecycleChanged]:
+        """Store the decision with its signed events (one transaction: the outbox publishes
+        them); each event carries its audit line id as the decision sequence."""
+        events: list[ModelLifecycleChanged] = []
+
+        def announce(decided: Decided, lookup: Lookup) -> list[ModelLifecycleChanged]:
+            previous = decided.previous
+            champion = previous if new_champion is None else new_champion
+            events.append(self._event(lookup(view.version), action, reason, champion, actor,
+                                      decided.sequence))
+            if previous is not None and champion != previous:
+                events.append(self._event(lookup(previous), LifecycleAction.ARCHIVED,
+                                          f"replaced by v{champion}", champion, actor,
+                                          decided.archived_sequence))
+            return events
+
+        self.store.decide(view.model, view.version, action.value, reason, actor,
+                          new_champion=new_champion, stage=stage, announce=announce)
         return events
 
     def promote(self, model: str, version: int, reason: str,
@@ -114,10 +124,8 @@ class Registry:
         view = self.store.get(model, version)
         if view.stage == "champion":
             raise PromotionRefused(model=model, version=version, detail="it is already champion")
-        decided = self.store.decide(model, version, "promoted", reason, actor,
-                                    new_champion=version, stage="champion")
-        return self._announce(self.store.get(model, version), LifecycleAction.PROMOTED, reason,
-                              decided, actor)
+        return self._decide(view, LifecycleAction.PROMOTED, reason, actor, new_champion=version,
+                            stage="champion")
 
     def rollback(self, model: str, reason: str, actor: str) -> list[ModelLifecycleChanged]:
         """Restore the champion that the current one replaced when it was promoted; repeated
@@ -136,10 +144,8 @@ class Registry:
             raise PromotionRefused(model=model, version=current,
                                    detail="no earlier champion to roll back to")
         target = earlier[-1]
-        decided = self.store.decide(model, target, "rolled_back", reason, actor,
-                                    new_champion=target, stage="champion")
-        return self._announce(self.store.get(model, target), LifecycleAction.ROLLED_BACK, reason,
-                              decided, actor)
+        return self._decide(self.store.get(model, target), LifecycleAction.ROLLED_BACK, reason,
+                            actor, new_champion=target, stage="champion")
 
     def champion(self, model: str) -> ModelVersionView | None:
         self._declared(model)

@@ -53,12 +53,32 @@ audit = sa.Table(
 )
 
 
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ce_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("topic", sa.String(100), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True, index=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+"""Events written in the same transaction as the decision they announce; the publisher sends
+the rows with no sent_at (oldest first) and stamps them once the broker acknowledged."""
+
+
 def _v1(conn: sa.Connection) -> None:
     for table in (versions, champions, audit):
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+def _v2(conn: sa.Connection) -> None:
+    outbox.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
 """Migration N+1 is MIGRATIONS[N]; append, never edit a released one."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,10 +11,37 @@ from typing import Any
 import sqlalchemy as sa
 
 from contracts.base import utcnow
-from contracts.events import ArtifactRef, BinnedDistribution, Lineage, ModelTrained
+from contracts.events import (
+    ArtifactRef,
+    BinnedDistribution,
+    Lineage,
+    ModelLifecycleChanged,
+    ModelTrained,
+)
 from contracts.http import AuditEntry, ModelVersionView
-from services.registry.schema import audit, champions, migrate, versions
+from contracts.topics import Topic
+from services.registry.schema import audit, champions, migrate, outbox, versions
 from shared.errors import VersionNotFound
+from shared.tracing import trace_id_var
+
+Lookup = Callable[[int], ModelVersionView]
+Announce = Callable[["Decided", Lookup], Sequence[ModelLifecycleChanged]]
+"""Builds a decision's events inside its transaction, from what was decided (the champion
+before it, the sequence numbers written) and a lookup of versions on the transaction's own
+connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One event waiting to be published; `ce_id` is fixed when the row is written, so every
+    re-send of it carries the same id (consumers de-duplicate by it)."""
+
+    id: int
+    ce_id: str
+    topic: Topic
+    key: str
+    payload: bytes
+    trace_id: str | None
 
 
 def _aware(value: datetime) -> datetime:
@@ -96,14 +125,16 @@ class RegistryStore:
             return self._view(row, self.champion_version(row.model, conn),
                               self._sequences(conn, row.model, row.version).get(row.version))
 
-    def get(self, model: str, version: int) -> ModelVersionView:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(versions).where(
-                versions.c.model == model, versions.c.version == version)).first()
-            if row is None:
-                raise VersionNotFound(model=model, version=version)
-            return self._view(row, self.champion_version(model, conn),
-                              self._sequences(conn, model, version).get(version))
+    def get(self, model: str, version: int, conn: sa.Connection | None = None) -> ModelVersionView:
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.get(model, version, own)
+        row = conn.execute(sa.select(versions).where(
+            versions.c.model == model, versions.c.version == version)).first()
+        if row is None:
+            raise VersionNotFound(model=model, version=version)
+        return self._view(row, self.champion_version(model, conn),
+                          self._sequences(conn, model, version).get(version))
 
     def list_versions(self, model: str) -> list[ModelVersionView]:
         with self.engine.connect() as conn:
@@ -137,9 +168,12 @@ class RegistryStore:
             return latest + 1
 
     def decide(self, model: str, version: int, action: str, reason: str, actor: str,
-               new_champion: int | None, stage: str | None = None) -> Decided:
-        """Record a decision: stages, champion, audit line. Returns the previous champion and
-        the sequence (audit line id) of the decision and of the archiving it caused."""
+               new_champion: int | None, stage: str | None = None,
+               announce: Announce | None = None) -> Decided:
+        """Record a decision: stages, champion, audit line and the events `announce` builds
+        for it, all in one transaction (a decision is never stored without its events, nor
+        announced without being stored). Returns the previous champion and the sequence
+        (audit line id) of the decision and of the archiving it caused."""
         now = utcnow()
         with self.engine.begin() as conn:
             previous = self.champion_version(model, conn)
@@ -164,7 +198,39 @@ class RegistryStore:
                     archived = _inserted_id(conn.execute(audit.insert().values(
                         model=model, version=previous, action="archived",
                         reason=f"replaced by v{new_champion}", actor=actor, at=now)))
-            return Decided(previous, sequence, archived)
+            decided = Decided(previous, sequence, archived)
+            if announce is not None:
+                events = announce(decided, lambda number: self.get(model, number, conn))
+                self._enqueue(conn, Topic.MODELS_LIFECYCLE, [(e.model, e) for e in events])
+            return decided
+
+    @staticmethod
+    def _enqueue(conn: sa.Connection, topic: Topic,
+                 events: Sequence[tuple[str, ModelLifecycleChanged]]) -> None:
+        trace_id = trace_id_var.get()  # the request's or the consumed event's trace
+        for key, event in events:
+            conn.execute(outbox.insert().values(
+                ce_id=uuid.uuid4().hex, topic=topic.value, key=key,
+                payload=event.model_dump_json(), trace_id=trace_id, created_at=utcnow()))
+
+    def pending_events(self, limit: int = 100) -> list[OutboxRow]:
+        """Events not yet acknowledged by the broker, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(outbox).where(
+                outbox.c.sent_at.is_(None), outbox.c.error.is_(None))
+                .order_by(outbox.c.id).limit(limit)).all()
+        return [OutboxRow(r.id, r.ce_id, Topic(r.topic), r.key, r.payload.encode(), r.trace_id)
+                for r in rows]
+
+    def mark_sent(self, row_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == row_id).values(sent_at=utcnow()))
+
+    def mark_unsendable(self, row_id: int, error: str) -> None:
+        """Set a row aside that the broker refuses for itself (it would block every later one)."""
+        with self.engine.begin() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == row_id)
+                         .values(error=error[:2000]))
 
     def audit_log(self, model: str) -> list[AuditEntry]:
         with self.engine.connect() as conn:

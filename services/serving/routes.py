@@ -26,7 +26,7 @@ from contracts.http import (
 from services.serving.handlers import Answer, Predictor
 from shared.auth import AUTH_RESPONSES, Authenticator
 from shared.errors import InvalidFeatures
-from shared.http_errors import error_response, json_response
+from shared.http_errors import error_response, error_responses, json_response
 from shared.outbox import OutboxFull
 from shared.records import describe
 from shared.validation import field_errors
@@ -61,7 +61,8 @@ def build_router(predictor: Predictor, auth: Authenticator | None = None) -> API
     auth = auth or Authenticator([])  # open reads and predict: what the unit tests build
 
     @router.post("/models/{model}/predict", response_model=PredictResponse | BatchPredictResponse,
-                 dependencies=auth.predict, responses=AUTH_RESPONSES if auth.predict else None,
+                 dependencies=auth.predict, responses=error_responses(401, 403, 404, 409, 413, 422,
+                                                                      503),
                  openapi_extra={"requestBody": {"content": {"application/json": {"schema": {
                      "oneOf": [PredictRequest.model_json_schema(),
                                BatchPredictRequest.model_json_schema()]}}}, "required": True}})

@@ -43,3 +43,7 @@ class ServingSettings(CommonSettings):
                                    validation_alias="DRIFTLOOP_SERVING_INLINE_BODY_BYTES")
     """Bodies up to this size are parsed and predicted on the event loop; larger ones in a
     worker thread, so a big batch never stalls other requests."""
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024,
+                                   validation_alias="DRIFTLOOP_SERVING_MAX_REQUEST_BYTES")
+    """Largest predict body (bytes): room for a batch of 10,000 instances of a few dozen
+    features; larger bodies get 413 before they are read."""

@@ -12,20 +12,20 @@ import uuid
 from fastapi import APIRouter, Depends
 
 from contracts.events import DataWindow, TrainingReason, TrainingRequested
-from contracts.http import ErrorDetail, TrainAccepted, TrainRequest
+from contracts.http import TrainAccepted, TrainRequest
 from contracts.topics import Topic
-from shared.auth import AUTH_RESPONSES, Principal, Role
+from shared.auth import Principal, Role
+from shared.http_errors import error_responses
 from shared.project import Project
 from shared.service import Runtime
 
 
 def build_router(project: Project, runtime: Runtime) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["training"])
+    router = APIRouter(prefix="/v1", tags=["training"], responses=error_responses(404, 422, 503))
     operator = Depends(runtime.auth.require(Role.OPERATOR))
 
     @router.post("/models/{model}/train", status_code=202,
-                 responses=AUTH_RESPONSES | {404: {"model": ErrorDetail,
-                                                   "description": "Undeclared model."}})
+                 responses=error_responses(401, 403))
     async def train(model: str, body: TrainRequest,
                     caller: Principal = operator) -> TrainAccepted:
         """Queue a training run of `model` (operator; `requested_by` is the token's owner)."""

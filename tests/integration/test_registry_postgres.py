@@ -23,6 +23,7 @@ from contracts.events import (
     ModelTrained,
 )
 from services.registry.handlers import Registry
+from services.registry.schema import MIGRATIONS
 from services.registry.store import RegistryStore
 from shared.project import Project
 from tests.unit.factories import REGISTRY_KEY, TRAINING_KEY
@@ -91,7 +92,12 @@ def test_registry_runs_its_migrations_and_policy_on_postgres(pg_url: str) -> Non
         REGISTRY_KEY.verifier().verify_decision(back[0])
         assert store.champion_version("m") == 1
         assert [e.action for e in store.audit_log("m")][-2:] == ["rolled_back", "archived"]
+        # every decision's events are in the outbox, in order (4 decisions, 6 events)
+        assert [r.key for r in store.pending_events()] == ["m"] * 6
+        store.mark_sent(store.pending_events()[0].id)
+        assert len(store.pending_events()) == 5
         with store.engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT max(version) FROM schema_version")).scalar() == 1
+            assert conn.execute(sa.text("SELECT max(version) FROM schema_version")).scalar() == (
+                len(MIGRATIONS))
     finally:
         store.close()
