@@ -135,7 +135,10 @@ class Platform:
             self.stop()
             raise
 
-    def _child_env(self, name: str) -> dict[str, str]:
+    def child_env(self, name: str) -> dict[str, str]:
+        """The environment service `name` of this platform runs with: settings, the admin
+        token's digest, only the keys it may hold. A replica started beside the platform
+        (a test's or a benchmark's own serving) starts from it too."""
         env = dict(os.environ)
         env.update(self.env)
         env.update(local_admin_env(self.data_dir))  # services accept the data dir's admin token
@@ -157,7 +160,7 @@ class Platform:
         # Own session: a terminal's Ctrl-C reaches only us, and we stop the children in order.
         # SIGTERM on our death lets a service drain what it can (it bounds its own shutdown).
         process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], env=self._child_env(name),
+            [sys.executable, "-m", f"services.{name}"], env=self.child_env(name),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM))
         self.processes[name] = process

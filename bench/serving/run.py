@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -86,15 +85,10 @@ class Serving:
         self.prefix = f"bench-{mode}-"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, **platform.env,
-               "DRIFTLOOP_CONFIG": str(platform.config.resolve()),
-               "DRIFTLOOP_DATA_DIR": str(platform.data_dir.resolve()),
-               "DRIFTLOOP_KAFKA_BOOTSTRAP": str(platform.bootstrap),
+        env = {**platform.child_env("serving"),
                "DRIFTLOOP_KAFKA_TOPIC_PREFIX": self.prefix,
-               "DRIFTLOOP_REGISTRY_URL": platform.url("registry"),
                "DRIFTLOOP_HOST": "127.0.0.1", "DRIFTLOOP_SERVING_PORT": str(self.port),
                "DRIFTLOOP_SERVING_PREDICTION_DELIVERY": mode, "DRIFTLOOP_LOG_LEVEL": "WARNING"}
-        env.setdefault("DRIFTLOOP_SIGNING_KEY", "driftloop-embedded-dev-key")
         with (logs / f"serving-{mode}.log").open("wb") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "services.serving"], env=env,
                                             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,

@@ -9,7 +9,6 @@ the events by reading the topic (the embedded broker's end offsets count batches
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -67,13 +66,8 @@ class Serving:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        child = {**os.environ, **platform.env, **env,
-                 "DRIFTLOOP_CONFIG": str(platform.config.resolve()),
-                 "DRIFTLOOP_DATA_DIR": str(platform.data_dir.resolve()),
-                 "DRIFTLOOP_KAFKA_BOOTSTRAP": str(platform.bootstrap),
-                 "DRIFTLOOP_REGISTRY_URL": platform.url("registry"),
+        child = {**platform.child_env("serving"), **env,
                  "DRIFTLOOP_HOST": "127.0.0.1", "DRIFTLOOP_SERVING_PORT": str(self.port)}
-        child.setdefault("DRIFTLOOP_SIGNING_KEY", "driftloop-embedded-dev-key")
         with log.open("wb") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "services.serving"],
                                             env=child, stdout=out, stderr=subprocess.STDOUT,

@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import time
+from hashlib import sha256
 from pathlib import Path
 
 import httpx
@@ -21,8 +22,9 @@ from services.registry.app import create_app
 from services.registry.settings import RegistrySettings
 from services.registry.store import RegistryStore
 from shared.broker import EmbeddedBroker, free_port
+from shared.signing import ensure_dev_keys
 from tests.unit.factories import PROJECT_FILE, model_trained
-from tests.unit.test_registry_routes import record
+from tests.unit.test_registry_routes import TOKEN, record
 
 MODEL = "loans-tree"
 BOUND = 120.0
@@ -65,7 +67,8 @@ async def promote_while_hung(app: FastAPI, broker: EmbeddedBroker,
     os.kill(broker.process.pid, signal.SIGSTOP)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://registry") as client:
+                                     base_url="http://registry",
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as client:
             answer = await client.post(f"/v1/models/{MODEL}/promote",
                                        json={"version": 2, "reason": "during the outage"})
         assert answer.status_code == 200, answer.text  # the decision does not wait for Kafka
@@ -79,8 +82,13 @@ async def promote_while_hung(app: FastAPI, broker: EmbeddedBroker,
 async def test_decisions_taken_without_kafka_are_published_when_it_is_back(
         tmp_path: Path) -> None:
     port = free_port()
+    keys = ensure_dev_keys(tmp_path)  # a real cluster's settings: every key given
     settings = RegistrySettings(config=PROJECT_FILE, data_dir=tmp_path,
-                                kafka_bootstrap=f"127.0.0.1:{port}")
+                                kafka_bootstrap=f"127.0.0.1:{port}",
+                                registry_signing_key_file=keys["registry"].private,
+                                training_public_key_file=keys["training"].public,
+                                auth_tokens=[{"name": "op", "role": "operator",
+                                              "sha256": sha256(TOKEN.encode()).hexdigest()}])
     # v1 promoted, v2 rejected by the policy, before any broker exists.
     record(settings, model_trained("run-1", 0.80),
            model_trained("run-2", 0.70, baseline_version=1, baseline_accuracy=0.80))

@@ -102,7 +102,7 @@ def test_a_local_admin_token_others_can_read_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_platform_passes_only_the_digest_of_the_local_admin_token(tmp_path: Path) -> None:
-    env = Platform(config=Path("driftloop.toml"), data_dir=tmp_path)._child_env("registry")
+    env = Platform(config=Path("driftloop.toml"), data_dir=tmp_path).child_env("registry")
     token = admin_token_path(tmp_path).read_text().strip()
     assert env["DRIFTLOOP_AUTH_LOCAL_ADMIN_SHA256"] == digest(token)
     assert token not in "".join(env.values())

@@ -44,7 +44,7 @@ def test_every_documented_setting_reaches_the_platform(clean_env: pytest.MonkeyP
     assert (platform.data_dir, platform.config) == (tmp_path, tmp_path / "p.toml")
     assert platform.bootstrap is None
     assert platform.url("serving") == "http://127.0.0.1:18000"  # reachable, though bound wide
-    env = platform._child_env("serving")
+    env = platform.child_env("serving")
     assert env["DRIFTLOOP_REGISTRY_URL"] == "http://127.0.0.1:18001"  # follows its port
     assert env["DRIFTLOOP_HOST"] == "0.0.0.0"
     assert env["DRIFTLOOP_TRAINING_PORT"] == "18003"
@@ -56,7 +56,7 @@ def test_a_set_registry_url_and_cluster_are_passed_on(clean_env: pytest.MonkeyPa
     platform = Platform.from_settings()
     assert platform.ports == {"serving": 8000, "registry": 8001, "ingestion": 8002,
                               "training": 8003, "monitoring": 8004}
-    env = platform._child_env("training")
+    env = platform.child_env("training")
     assert env["DRIFTLOOP_REGISTRY_URL"] == "http://registry.internal:9000"
     assert env["DRIFTLOOP_KAFKA_BOOTSTRAP"] == "kafka:9092"
 
