@@ -6,11 +6,12 @@ request to act. Within a major version only optional fields are added.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from contracts.base import Contract, FeatureValue, StrictContract, utcnow
 
@@ -31,6 +32,9 @@ MAX_NAME = 200
 MAX_VERSION = 2**31 - 1
 """Largest version number: the registry stores versions as 32-bit integers (PostgreSQL
 INTEGER), so a larger one is refused as invalid input, never sent to the database."""
+MAX_EVIDENCE_BYTES = 16 * 1024
+"""Largest training-request evidence (its JSON, bytes): it travels into the run's lineage,
+the registry's database and every lifecycle event of the version."""
 
 
 class LabeledRecord(StrictContract):
@@ -126,19 +130,28 @@ class DataWindow(Contract):
 class TrainingRequested(Contract):
     """A request to train a model on a window of data (key = model)."""
 
-    request_id: str = Field(description="Unique id; training runs each request once.",
-                            examples=["req-5c1d"])
-    model: str = Field(description="Model name from the project file.", examples=["loans-tree"])
+    request_id: str = Field(max_length=MAX_NAME, description="Unique id; training runs each "
+                            "request once.", examples=["req-5c1d"])
+    model: str = Field(max_length=MAX_NAME, description="Model name from the project file.",
+                       examples=["loans-tree"])
     reason: TrainingReason = Field(description="Why training was requested.", examples=["drift"])
     window: DataWindow = Field(default_factory=DataWindow, description="The data to train on.",
                                examples=[{"since": "2026-11-22T10:05:00Z", "min_records": 500}])
     evidence: dict[str, Any] = Field(default_factory=dict, description="What motivated the "
                                      "request (e.g. the alert that fired).",
                                      examples=[{"alert_id": "al-91", "error_rate": 0.41}])
-    requested_by: str = Field(description="Service or person that asked.",
+    requested_by: str = Field(max_length=MAX_NAME, description="Service or person that asked.",
                               examples=["monitoring"])
     requested_at: datetime = Field(default_factory=utcnow, description="When.",
                                    examples=["2026-11-22T10:06:00Z"])
+
+    @field_validator("evidence")
+    @classmethod
+    def _bounded_evidence(cls, evidence: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(evidence, default=str))
+        if size > MAX_EVIDENCE_BYTES:
+            raise ValueError(f"evidence is {size} bytes of JSON; at most {MAX_EVIDENCE_BYTES}")
+        return evidence
 
 
 class ArtifactRef(Contract):

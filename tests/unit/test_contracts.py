@@ -262,3 +262,18 @@ def test_alert_schema_enumerates_status_and_severity() -> None:
     defs = schema["$defs"]
     assert defs["AlertStatus"]["enum"] == ["firing", "resolved"]
     assert defs["Severity"]["enum"] == ["info", "warning", "critical"]
+
+
+def test_a_training_request_is_bounded_in_every_free_field() -> None:
+    """training.requests is writable by anyone with topic access: what it carries ends up in
+    lineage, the registry's database and lifecycle events, so each part is bounded."""
+    from contracts.events import MAX_EVIDENCE_BYTES, MAX_NAME, TrainingRequested
+
+    base = {"request_id": "r1", "model": "loans-tree", "reason": "manual",
+            "requested_by": "alice"}
+    TrainingRequested.model_validate({**base, "evidence": {"note": "x" * 1000}})
+    for field in ("request_id", "model", "requested_by"):
+        with pytest.raises(ValidationError, match=field):
+            TrainingRequested.model_validate({**base, field: "x" * (MAX_NAME + 1)})
+    with pytest.raises(ValidationError, match="evidence"):
+        TrainingRequested.model_validate({**base, "evidence": {"note": "x" * MAX_EVIDENCE_BYTES}})
