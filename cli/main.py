@@ -243,11 +243,6 @@ def export_schemas() -> None:
     raise typer.Exit(export())
 
 
-def _setting_name(location: tuple[int | str, ...]) -> str:
-    name = str(location[0]) if location else "?"
-    return name if name.startswith("DRIFTLOOP_") else f"DRIFTLOOP_{name.upper()}"
-
-
 register_control_commands(app)  # token create, promote, rollback, train: over HTTP, with a token
 
 
@@ -256,6 +251,7 @@ def main() -> None:
     from pydantic import ValidationError
 
     from shared.errors import DriftloopError
+    from shared.settings import settings_problem
 
     try:
         app()
@@ -263,7 +259,5 @@ def main() -> None:
         sys.stderr.write(f"driftloop: {exc}\n")
         sys.exit(2)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        sys.stderr.write(f"driftloop: invalid setting {_setting_name(first['loc'])}: "
-                         f"{first['msg']}\n")
+        sys.stderr.write(f"driftloop: {settings_problem(exc)}\n")
         sys.exit(2)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cli.platform import SERVICES, LogSink, Platform
 from shared.logs import JsonFormatter
+from shared.settings import CONFIG_EXIT
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,11 @@ class Supervisor:
         delay = self.policy.delay(state.failures)
         fields = {"child": name, "exit_code": code, "ran_seconds": round(ran, 1),
                   "failures_in_a_row": state.failures}
+        if code == CONFIG_EXIT and name != BROKER:  # a setting to fix: restarting cannot help
+            state.given_up = True
+            logger.error("%s stopped on a setting to fix (its last log line says which): not "
+                         "restarting it; the others keep running", name, extra=fields)
+            return
         if delay is None:
             state.given_up = True
             logger.error("%s keeps crashing (%d failures in a row, each within %.0fs of its "

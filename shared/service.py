@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts.http import Health, Readiness
@@ -24,6 +26,7 @@ from shared.auth import Authenticator
 from shared.broker import EmbeddedBroker
 from shared.bus import Bus
 from shared.consumer import ConsumerReset
+from shared.errors import ConfigError
 from shared.http_errors import (
     EDGE_ERRORS,
     RequestRefused,
@@ -34,11 +37,13 @@ from shared.http_errors import (
 )
 from shared.logs import configure_logging
 from shared.registry_client import present_token
-from shared.settings import CommonSettings
+from shared.settings import CONFIG_EXIT, CommonSettings, settings_problem
 from shared.tokens import auth_headers
 from shared.tracing import new_trace_id, parse_traceparent, trace_id_var
 
 logger = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=CommonSettings)
 
 Worker = Callable[[asyncio.Event], Awaitable[None]]
 
@@ -254,3 +259,14 @@ def serve(app: FastAPI, settings: CommonSettings, port: int, service: str) -> No
     finally:
         if broker is not None:
             broker.stop()
+
+
+def run_service(name: str, settings_class: Callable[[], S], run: Callable[[S], None]) -> None:
+    """`python -m services.<name>`: build the settings and run; a setting to fix (a missing
+    key, an invalid value) is one line on stderr and exit code `CONFIG_EXIT`, not a
+    traceback — and `driftloop up` then gives the child up instead of restarting it."""
+    try:
+        run(settings_class())
+    except (ConfigError, ValidationError) as exc:
+        sys.stderr.write(f"driftloop {name}: {settings_problem(exc)}\n")
+        raise SystemExit(CONFIG_EXIT) from None

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -177,3 +177,19 @@ def require_bootstrap(settings: CommonSettings) -> str:
     if not settings.kafka_bootstrap:
         raise ConfigError(detail="no Kafka cluster: set DRIFTLOOP_KAFKA_BOOTSTRAP")
     return settings.kafka_bootstrap
+
+
+CONFIG_EXIT = 2
+"""Exit code of a process whose settings must be fixed: restarting it cannot help, so
+`driftloop up` does not."""
+
+
+def settings_problem(exc: ConfigError | ValidationError) -> str:
+    """One line that names the setting to fix, for an expected start-up error."""
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    first = exc.errors()[0]
+    location = first["loc"]
+    name = str(location[0]) if location else "?"
+    variable = name if name.startswith("DRIFTLOOP_") else f"DRIFTLOOP_{name.upper()}"
+    return f"invalid setting {variable}: {first['msg']}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.ingestion.app import create_app
 from services.ingestion.settings import IngestionSettings
-from shared.service import serve
+from shared.service import run_service, serve
 
 
 def run(settings: IngestionSettings) -> None:
@@ -12,4 +12,4 @@ def run(settings: IngestionSettings) -> None:
 
 
 if __name__ == "__main__":
-    run(IngestionSettings())
+    run_service("ingestion", IngestionSettings, run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.monitoring.app import create_app
 from services.monitoring.settings import MonitoringSettings
-from shared.service import serve
+from shared.service import run_service, serve
 
 
 def run(settings: MonitoringSettings) -> None:
@@ -12,4 +12,4 @@ def run(settings: MonitoringSettings) -> None:
 
 
 if __name__ == "__main__":
-    run(MonitoringSettings())
+    run_service("monitoring", MonitoringSettings, run)

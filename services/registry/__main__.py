@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.registry.app import create_app
 from services.registry.settings import RegistrySettings
-from shared.service import serve
+from shared.service import run_service, serve
 
 
 def run(settings: RegistrySettings) -> None:
@@ -12,4 +12,4 @@ def run(settings: RegistrySettings) -> None:
 
 
 if __name__ == "__main__":
-    run(RegistrySettings())
+    run_service("registry", RegistrySettings, run)

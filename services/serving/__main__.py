@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.serving.app import create_app
 from services.serving.settings import ServingSettings
-from shared.service import serve
+from shared.service import run_service, serve
 
 
 def run(settings: ServingSettings) -> None:
@@ -12,4 +12,4 @@ def run(settings: ServingSettings) -> None:
 
 
 if __name__ == "__main__":
-    run(ServingSettings())
+    run_service("serving", ServingSettings, run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.training.app import create_app
 from services.training.settings import TrainingSettings
-from shared.service import serve
+from shared.service import run_service, serve
 
 
 def run(settings: TrainingSettings) -> None:
@@ -12,4 +12,4 @@ def run(settings: TrainingSettings) -> None:
 
 
 if __name__ == "__main__":
-    run(TrainingSettings())
+    run_service("training", TrainingSettings, run)

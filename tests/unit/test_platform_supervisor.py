@@ -124,3 +124,21 @@ def test_every_child_given_up_stops_up() -> None:
     supervisor.tick()
     assert supervisor.all_given_up()
     assert platform.spawned == []
+
+
+def test_a_child_stopped_on_a_setting_to_fix_is_given_up_at_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Exit code CONFIG_EXIT means 'fix a setting': restarting cannot help, so the supervisor
+    says so once and leaves the others running."""
+    from shared.settings import CONFIG_EXIT
+
+    platform, supervisor, clock = make(RestartPolicy(base_delay=1))
+    platform.processes["registry"].code = CONFIG_EXIT
+    with caplog.at_level(logging.INFO, logger="cli.supervisor"):
+        for _ in range(5):
+            supervisor.tick()
+            clock.now += 60
+    assert platform.spawned == []
+    assert supervisor.children["registry"].given_up
+    assert not supervisor.all_given_up()
+    assert any("setting to fix" in r.getMessage() for r in caplog.records)
