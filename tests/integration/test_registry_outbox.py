@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import time
-from hashlib import sha256
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,7 @@ from services.registry.settings import RegistrySettings
 from services.registry.store import RegistryStore
 from shared.broker import EmbeddedBroker, free_port
 from shared.signing import ensure_dev_keys
-from tests.unit.factories import PROJECT_FILE, model_trained
+from tests.unit.factories import PROJECT_FILE, model_trained, token_entry
 from tests.unit.test_registry_routes import TOKEN, record
 
 MODEL = "loans-tree"
@@ -87,8 +86,7 @@ async def test_decisions_taken_without_kafka_are_published_when_it_is_back(
                                 kafka_bootstrap=f"127.0.0.1:{port}",
                                 registry_signing_key_file=keys["registry"].private,
                                 training_public_key_file=keys["training"].public,
-                                auth_tokens=[{"name": "op", "role": "operator",
-                                              "sha256": sha256(TOKEN.encode()).hexdigest()}])
+                                auth_tokens=[token_entry(TOKEN)])
     # v1 promoted, v2 rejected by the policy, before any broker exists.
     record(settings, model_trained("run-1", 0.80),
            model_trained("run-2", 0.70, baseline_version=1, baseline_accuracy=0.80))

@@ -102,3 +102,11 @@ def label_for(index: int, label: Any, at: datetime | None = None) -> RecordValid
     return RecordValidated(dataset="loans", record_id=f"lab-{index}", features={"age": 40},
                            label=label, event_time=when, ingested_at=when, sequence=index,
                            prediction_id=f"pred-{index}")
+
+
+def token_entry(token: str, name: str = "op", role: str = "operator") -> dict[str, str]:
+    """A DRIFTLOOP_AUTH_TOKENS entry that accepts `token` (its digest only, as services hold
+    it): what route tests give the settings so their calls pass the auth guard."""
+    from shared.tokens import digest
+
+    return {"name": name, "role": role, "sha256": digest(token)}

@@ -4,7 +4,6 @@ document must describe (issue 5, finding 9)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from services.registry.app import create_app as registry_app
 from services.registry.settings import RegistrySettings
 from services.serving.app import create_app as serving_app
 from services.serving.settings import ServingSettings
-from tests.unit.factories import PROJECT_FILE, model_trained
+from tests.unit.factories import PROJECT_FILE, model_trained, token_entry
 from tests.unit.test_registry_routes import TOKEN, record
 
 MODEL = "loans-tree"
@@ -38,7 +37,7 @@ def client_for(app: FastAPI, base: str) -> httpx.AsyncClient:
 @pytest.fixture
 def registry_settings(tmp_path: Path) -> RegistrySettings:
     return RegistrySettings(config=PROJECT_FILE, data_dir=tmp_path, auth_tokens=[
-        {"name": "op", "role": "operator", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}])
+        token_entry(TOKEN)])
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ between the commit and the publish."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tests.unit.factories import (
     TRAINING_KEY,
     demo_project,
     model_trained,
+    token_entry,
 )
 from tests.unit.test_registry_routes import TOKEN
 
@@ -202,7 +202,7 @@ async def test_the_models_trained_consumer_wakes_the_publisher(url: str) -> None
 
 async def test_a_promotion_over_http_is_in_the_outbox_when_it_answers(tmp_path: Path) -> None:
     settings = RegistrySettings(config=PROJECT_FILE, data_dir=tmp_path, auth_tokens=[
-        {"name": "op", "role": "operator", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}])
+        token_entry(TOKEN)])
     two_versions(registry_on(settings.resolved_database_url()))
     app = create_app(settings)  # no lifespan: no Kafka, the publisher is not running
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

@@ -10,7 +10,6 @@ Checks: no 5xx, every status code and content type declared, every body matching
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from tests.unit.factories import (
     TRAINING_KEY,
     demo_project,
     model_trained,
+    token_entry,
 )
 
 MODEL = "loans-tree"
@@ -65,8 +65,7 @@ the whole file runs in well under a minute (invalid inputs are costly to generat
 filters its drafts until each one really breaks the schema)."""
 
 OPERATOR_TOKEN = "dl_schemathesis-operator-token-0123456789"
-TOKENS = [{"name": "schemathesis", "role": "operator",
-           "sha256": hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()}]
+TOKENS = [token_entry(OPERATOR_TOKEN, "schemathesis")]
 """Every case carries an operator token, so the state-changing routes are exercised past
 their guard (the guard itself: tests/unit/test_auth_routes.py)."""
 

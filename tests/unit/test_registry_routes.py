@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.unit.factories import (
     TRAINING_KEY,
     demo_project,
     model_trained,
+    token_entry,
 )
 
 MODEL = "loans-tree"
@@ -31,7 +31,7 @@ TOKEN = "dl_registry-routes-operator-token"  # the body checks below run for an 
 @pytest.fixture
 def settings(tmp_path: Path) -> RegistrySettings:
     return RegistrySettings(config=PROJECT_FILE, data_dir=tmp_path, auth_tokens=[
-        {"name": "op", "role": "operator", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}])
+        token_entry(TOKEN)])
 
 
 def record(settings: RegistrySettings, *events: Any) -> None:
