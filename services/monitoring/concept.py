@@ -57,15 +57,28 @@ class ConceptWatch:
         self.detector.update(int(error))
         if self.samples == self.spec.min_samples:
             self.baseline_error = self.error_rate
-        if not self.detector.drift_detected or self.baseline_error is None:
+        if not self.detector.drift_detected or not self.still_high():
             return None
-        recent = sum(self.recent) / len(self.recent)
-        if recent < self.baseline_error + self.spec.min_error_increase:
-            return None
+        assert self.baseline_error is not None and self.version is not None
         index = change_point([e for e, _ in self.history])
-        assert self.version is not None
-        return DriftSignal(self.version, self.baseline_error, recent, self.samples,
+        return DriftSignal(self.version, self.baseline_error, self.recent_error, self.samples,
                            len(self.history) - index, self.history[index][1])
+
+    @property
+    def recent_error(self) -> float:
+        return sum(self.recent) / len(self.recent) if self.recent else 0.0
+
+    def still_high(self) -> bool:
+        """The error is above the version's baseline by `min_error_increase`, over the recent
+        window *and* its newest quarter. The detector fires on a fall as well as on a rise,
+        and right after a fall the recent window still holds the high errors before it: the
+        newest quarter tells the two apart. Also asked while an alert fires, since after
+        one alarm a detector does not fire again on a stationary high error."""
+        if self.baseline_error is None or not self.recent:
+            return False
+        threshold = self.baseline_error + self.spec.min_error_increase
+        newest = list(self.recent)[-max(1, len(self.recent) // 4):]
+        return self.recent_error >= threshold and sum(newest) / len(newest) >= threshold
 
 
 def change_point(errors: list[int], min_segment: int = 10) -> int:

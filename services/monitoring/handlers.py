@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from contracts.base import utcnow
 from contracts.events import (
@@ -60,6 +61,12 @@ class ModelWatch:
     retrain_in_flight: str | None = None
     """Request id of the drift retrain awaiting a registry decision."""
     last_retrain_at: float = float("-inf")
+    drift: DriftSignal | None = None
+    """The signal that raised the firing concept-drift alert: where its retrain windows start."""
+    attempts: int = 0
+    """Retrains requested for the firing concept-drift alert."""
+    previous: dict[str, str] | None = None
+    """The last of those requests and how it ended (rejected, no decision)."""
     decision_sequence: int = 0
     """Newest registry decision seen: an older one (history re-read, or a replay) is ignored."""
 
@@ -118,6 +125,7 @@ class Monitor:
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.REJECTED)
                 and event.request_id is not None and event.request_id == watch.retrain_in_flight):
             watch.retrain_in_flight = None
+            watch.previous = {"request_id": event.request_id, "outcome": event.action.value}
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.ROLLED_BACK)
                 and event.champion_version == event.version):
             return self.on_champion(event.model, event.version, event.reference_profile,
@@ -161,8 +169,21 @@ class Monitor:
         actions: list[Action] = []
         if signal is not None:
             actions += self._concept_drift(watch, signal)
+        elif self._retrain_due(watch):
+            actions += self._request_retrain(watch)
         actions += self._maybe_resolve(watch)
         return actions
+
+    def _retrain_due(self, watch: ModelWatch) -> bool:
+        """While the alert fires for the serving version and its error stays high, the retrain
+        decision is taken again (a detector does not fire twice on a stationary high error,
+        and a request refused by the cooldown or a rejected candidate must not end the loop)."""
+        firing, policy = watch.firing.get("concept_drift"), watch.spec.policy
+        return (firing is not None and watch.drift is not None
+                and watch.drift.version == watch.concept.version
+                and watch.retrain_in_flight is None and policy.retrain_on_drift
+                and self.clock() - watch.last_retrain_at >= policy.retrain_cooldown_seconds
+                and watch.concept.still_high())
 
     def _concept_drift(self, watch: ModelWatch, signal: DriftSignal) -> list[Action]:
         actions: list[Action] = []
@@ -184,29 +205,49 @@ class Monitor:
             watch.firing["concept_drift"] = FiringAlert(raised, signal.baseline_error,
                                                         signal.recent_error)
             actions.append(self._remember(raised))
-            alert = watch.firing["concept_drift"]
+            watch.drift, watch.attempts, watch.previous = signal, 0, None
+        return actions + self._request_retrain(watch)
+
+    def _request_retrain(self, watch: ModelWatch) -> list[Action]:
+        """A drift retrain for the firing alert, unless one is in flight or the cooldown has
+        not passed. Each further try for the same drift (the last candidate was rejected, or
+        had no decision) takes a window as many times larger as tries were made, from the
+        same change point, and says in its evidence what happened to the previous one."""
         policy = watch.spec.policy
+        firing, signal = watch.firing.get("concept_drift"), watch.drift
+        if firing is None or signal is None:
+            return []
         now = self.clock()
         if (watch.retrain_in_flight is not None
                 and now - watch.last_retrain_at > policy.retrain_timeout_seconds):
             logger.warning("retrain %s of %s had no decision after %.0fs; presumed lost",
                            watch.retrain_in_flight, watch.name, policy.retrain_timeout_seconds)
+            watch.previous = {"request_id": watch.retrain_in_flight, "outcome": "no decision"}
             watch.retrain_in_flight = None
-        if (policy.retrain_on_drift and watch.retrain_in_flight is None
-                and now - watch.last_retrain_at >= policy.retrain_cooldown_seconds):
-            request = TrainingRequested(
-                request_id=f"drift-{uuid.uuid4().hex[:12]}", model=watch.name,
-                reason=TrainingReason.DRIFT,
-                window=DataWindow(since=signal.since, last=policy.retrain_max_records,
-                                  min_records=policy.retrain_min_records),
-                evidence={"alert_id": alert.alert.alert_id, "version": signal.version,
-                          "baseline_error": signal.baseline_error,
-                          "recent_error": signal.recent_error},
-                requested_by="monitoring")
-            watch.retrain_in_flight = request.request_id
-            watch.last_retrain_at = now
-            actions.append(request)
-        return actions
+        if (not policy.retrain_on_drift or watch.retrain_in_flight is not None
+                or now - watch.last_retrain_at < policy.retrain_cooldown_seconds):
+            return []
+        watch.attempts += 1
+        evidence: dict[str, Any] = {
+            "alert_id": firing.alert.alert_id, "version": signal.version,
+            "baseline_error": signal.baseline_error,
+            "recent_error": watch.concept.recent_error, "attempt": watch.attempts}
+        if watch.previous is not None:
+            evidence["previous"] = watch.previous
+        request = TrainingRequested(
+            request_id=f"drift-{uuid.uuid4().hex[:12]}", model=watch.name,
+            reason=TrainingReason.DRIFT,
+            window=DataWindow(since=signal.since,
+                              last=policy.retrain_max_records * watch.attempts,
+                              min_records=policy.retrain_min_records),
+            evidence=evidence, requested_by="monitoring")
+        if watch.attempts > 1:
+            logger.warning("%s: retrain attempt %d for alert %s (previous: %s), window of up "
+                           "to %d records", watch.name, watch.attempts, firing.alert.alert_id,
+                           watch.previous, request.window.last)
+        watch.retrain_in_flight = request.request_id
+        watch.last_retrain_at = now
+        return [request]
 
     def _maybe_resolve(self, watch: ModelWatch) -> list[Action]:
         firing = watch.firing.get("concept_drift")

@@ -460,3 +460,49 @@ def test_covariate_shift_alerts_without_retraining(project: Project, clock: Cloc
     [resolved] = alerts(back)
     assert resolved.status is AlertStatus.RESOLVED and resolved.alert_id == alert.alert_id
     assert requests(back) == []
+
+
+# -- issue 6, defects 1 and 2: the retrain decision is re-evaluated while the alert fires ------
+
+
+def test_a_retrain_blocked_by_the_cooldown_is_requested_once_it_passes(
+        monitor: Monitor, clock: Clock, signals: list[DriftSignal]) -> None:
+    """After one alarm ADWIN does not fire again on a stationary high error: the request must
+    not wait for a new detector signal (Sine at ~330/s served 29% for 10k samples)."""
+    stream = Stream(monitor)
+    stream.feed(400, 1, 1)
+    [first] = requests(stream.feed(400, 1, 6))
+    monitor.on_lifecycle(lifecycle(2, LifecycleAction.REJECTED, 1, request_id=first.request_id))
+    clock.now += 60  # past the 30 s cooldown
+    seen = len(signals)
+    [second] = requests(stream.feed(300, 1, 6))  # the error stays high, stationary
+    assert len(signals) == seen, "this test is about no new detector signal"
+    assert second.request_id != first.request_id
+    assert second.evidence["alert_id"] == first.evidence["alert_id"]
+
+
+def test_no_retry_once_the_error_is_back_to_normal(monitor: Monitor, clock: Clock) -> None:
+    stream = Stream(monitor)
+    stream.feed(400, 1, 1)
+    [first] = requests(stream.feed(400, 1, 6))
+    monitor.on_lifecycle(lifecycle(2, LifecycleAction.REJECTED, 1, request_id=first.request_id))
+    clock.now += 10  # inside the cooldown the world goes back to what v1 knows
+    assert requests(stream.feed(200, 1, 1)) == []
+    clock.now += 60  # past it: the error is normal, nothing to retrain
+    assert requests(stream.feed(300, 1, 1)) == []
+
+
+def test_after_a_rejected_candidate_the_next_try_takes_a_larger_window_and_says_so(
+        monitor: Monitor, clock: Clock, project: Project) -> None:
+    stream = Stream(monitor)
+    stream.feed(400, 1, 1)
+    [first] = requests(stream.feed(400, 1, 6))
+    assert first.evidence["attempt"] == 1
+    monitor.on_lifecycle(lifecycle(2, LifecycleAction.REJECTED, 1, request_id=first.request_id))
+    clock.now += 60
+    [second] = requests(stream.feed(300, 1, 6))
+    policy = project.model(MODEL).policy
+    assert second.evidence["attempt"] == 2
+    assert second.evidence["previous"] == {"request_id": first.request_id, "outcome": "rejected"}
+    assert second.window.last == 2 * policy.retrain_max_records
+    assert second.window.since == first.window.since  # the same drift, more of its data
