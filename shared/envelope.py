@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,18 +28,25 @@ class Envelope:
     name for logs only — another message could claim it, so it never decides a drop."""
 
 
+_SPEC = ("ce_specversion", b"1.0")
+_CONTENT = ("content-type", b"application/json")
+
+
+def header_stamp(event_type: type[Contract], source: str,
+                 trace_id: str | None = None) -> Callable[[bytes], Headers]:
+    """Headers of events of one type published together (one request's predictions): what
+    they share — type, source, time, trace — is built once; each call adds an event's ce_id."""
+    kind = ("ce_type", ce_type_of(event_type).encode())
+    origin = ("ce_source", source.encode())
+    time = ("ce_time", datetime.now(UTC).isoformat().encode())
+    trace = ("traceparent", current_traceparent(trace_id).encode())
+    return lambda ce_id: [_SPEC, ("ce_id", ce_id), kind, origin, time, _CONTENT, trace]
+
+
 def build_headers(event: Contract, source: str, ce_id: str | None = None,
                   trace_id: str | None = None) -> Headers:
     """Headers for publishing `event` from `source` in `trace_id`, else the current trace."""
-    return [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", (ce_id or uuid.uuid4().hex).encode()),
-        ("ce_type", ce_type_of(type(event)).encode()),
-        ("ce_source", source.encode()),
-        ("ce_time", datetime.now(UTC).isoformat().encode()),
-        ("content-type", b"application/json"),
-        ("traceparent", current_traceparent(trace_id).encode()),
-    ]
+    return header_stamp(type(event), source, trace_id)((ce_id or uuid.uuid4().hex).encode())
 
 
 def read_envelope(headers: Headers | tuple[tuple[str, bytes], ...] | None, topic: str,

@@ -7,22 +7,14 @@ so nothing answered is ever dropped for lack of room.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from contracts.catalogue import ce_type_of
 from contracts.events import AlertRaised, PredictionMade
 from contracts.topics import Topic
 from services.serving.handlers import Deliver, Event
 from services.serving.settings import ServingSettings
 from shared.bus import Bus
+from shared.envelope import header_stamp
 from shared.errors import InvalidFeatures
 from shared.outbox import Batch, Outbox
-from shared.tracing import current_traceparent
-
-_SPEC = ("ce_specversion", b"1.0")
-_TYPE = ("ce_type", ce_type_of(PredictionMade).encode())
-_SOURCE = ("ce_source", b"serving")
-_CONTENT = ("content-type", b"application/json")
 
 
 def prediction_outbox(settings: ServingSettings, bus: Bus) -> Outbox:
@@ -36,8 +28,8 @@ def prediction_outbox(settings: ServingSettings, bus: Bus) -> Outbox:
 
 
 def deliver_to(outbox: Outbox, settings: ServingSettings) -> Deliver:
-    """The `Deliver` of the configured mode. Headers are built from constants plus one
-    timestamp and one traceparent per request (ce_id is the prediction id, unique)."""
+    """The `Deliver` of the configured mode. The envelope's shared headers are built once per
+    request (`header_stamp`); each event adds its ce_id, the prediction id (unique)."""
     wait = settings.outbox_wait_seconds
     limit = outbox.batch_bytes - 4096  # room for the key, headers and batch overhead
     acked = settings.prediction_delivery == "acked"
@@ -50,13 +42,11 @@ def deliver_to(outbox: Outbox, settings: ServingSettings) -> Deliver:
                            "fit a Kafka record batch: send smaller feature values",
                     errors=[("features", "too large to publish")])
         await outbox.wait_for_room(wait)
-        time = ("ce_time", datetime.now(UTC).isoformat().encode())
-        trace = ("traceparent", current_traceparent().encode())
+        headers = header_stamp(PredictionMade, "serving")  # one time and trace per request
         batches: set[Batch] = set()
         for prediction_id, value in events:
             key = prediction_id.encode()
-            batches.add(outbox.put(key, value, [_SPEC, ("ce_id", key), _TYPE, _SOURCE, time,
-                                                _CONTENT, trace]))
+            batches.add(outbox.put(key, value, headers(key)))
         if acked:
             await outbox.acknowledged(batches)
 
