@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from shared.pipelines import build_detector
@@ -77,8 +78,10 @@ class ConceptWatch:
         if self.baseline_error is None or not self.recent:
             return False
         threshold = self.baseline_error + self.spec.min_error_increase
-        newest = list(self.recent)[-max(1, len(self.recent) // 4):]
-        return self.recent_error >= threshold and sum(newest) / len(newest) >= threshold
+        if self.recent_error < threshold:
+            return False
+        quarter = max(1, len(self.recent) // 4)  # asked on every label while an alert fires
+        return sum(islice(reversed(self.recent), quarter)) / quarter >= threshold
 
 
 def change_point(errors: list[int], min_segment: int = 10) -> int:
