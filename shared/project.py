@@ -116,13 +116,37 @@ class PolicySpec(_Spec):
     retrain_max_records: int = Field(default=5000, ge=1)
     """At most this many of the newest records in a retrain window."""
     retrain_cooldown_seconds: float = Field(default=60, ge=0)
-    """Minimum time between two drift retrains of one model."""
+    """Minimum time between two drift retrains of one model (0: no time guard)."""
+    retrain_cooldown_samples: int = Field(default=0, ge=0)
+    """Minimum labeled predictions of the model between two drift retrains. Counted on the
+    served stream, so the guard against flapping is the same at any traffic rate; when both
+    cooldowns are set, both must have passed."""
+    retrain_windows: list[int] = Field(default_factory=list)
+    """Progressive challengers: on a drift alarm, train on post-change windows of these
+    sizes in turn (e.g. [200, 500, 1000, 2000]) as the data arrives, each candidate competing
+    with the champion of its time, and stop at the first that does not beat it. Empty: one
+    window of `retrain_min_records`..`retrain_max_records` records."""
     max_retrains_per_hour: int = Field(default=6, ge=1, le=3600)
     """Training requests (any reason) accepted per model per hour; more are refused,
     dead-lettered and alerted, so a flood of requests cannot flood the registry."""
     retrain_timeout_seconds: float = Field(default=900, gt=0)
     """A retrain with no registry decision after this long is presumed lost (e.g. its request
     was dead-lettered), so drift may request another."""
+
+
+class OnlineSpec(_Spec):
+    """An online learner: one writer learns every validated record of the dataset in order,
+    as it arrives, and publishes a snapshot as a candidate version now and then."""
+
+    snapshot_every_records: int = Field(default=500, ge=1)
+    """Records learned between two snapshots."""
+    snapshot_every_seconds: float = Field(default=0, ge=0)
+    """Also snapshot after this long with at least one new record (0: by records only)."""
+    prequential_window: int = Field(default=500, ge=10)
+    """Newest records on which a snapshot and the champion are scored test-then-train: the
+    registry gates a snapshot on the recent stream, not on a stale holdout."""
+    warm_up_records: int = Field(default=200, ge=1)
+    """Records learned before the first snapshot is offered."""
 
 
 class TrainingSpec(_Spec):
@@ -144,6 +168,8 @@ class ModelSpec(_Spec):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
     policy: PolicySpec = Field(default_factory=PolicySpec)
+    online: OnlineSpec | None = None
+    """Learn online (see OnlineSpec); drift-triggered batch challengers still compete."""
 
 
 class Project(_Spec):
