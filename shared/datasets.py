@@ -2,20 +2,27 @@
 
 Layout under `root/<dataset>/`:
   segments/<sha256>.jsonl   one batch of records, named by the hash of its bytes
-  log.jsonl                 append-only list of segments with their ingestion time
+  log.jsonl                 append-only list of segments with their ingestion time and
+                            the newest event time they hold
   snapshots/<id>.json       a manifest of (segment, start, end) slices; id = its sha256
 
 A snapshot therefore names exact bytes: any model can be traced to, and
 retrained from, the data that built it. Ingestion is the only writer; training
 reads. A torn last log line (a crash mid-write) is ignored by readers.
+
+Ingestion order is not time order: a backlog is consumed partition by partition, so the
+newest records by ingestion interleave older and newer observations. "Newest" therefore
+always means by event time (ties by sequence): `snapshot(last=n)` keeps the n newest by
+event time, and `by_event_time` is the order a holdout is cut from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +40,9 @@ class Segment:
     count: int
     first_sequence: int
     ingested_at: datetime
+    newest_event: float | None = None
+    """Largest event time (POSIX seconds) in the segment; None in logs written before it was
+    recorded (such a segment is always read when looking for the newest records)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,8 @@ class DatasetStore:
             except json.JSONDecodeError:
                 continue  # torn last line of a crashed writer
             found.append(Segment(entry["digest"], entry["count"], entry["first_sequence"],
-                                 datetime.fromisoformat(entry["ingested_at"])))
+                                 datetime.fromisoformat(entry["ingested_at"]),
+                                 entry.get("newest_event")))
         return found
 
     def size(self, dataset: str) -> int:
@@ -92,10 +103,12 @@ class DatasetStore:
         segment_path = directory / "segments" / f"{digest}.jsonl"
         if not segment_path.exists():
             atomic_write(segment_path, body)
-        segment = Segment(digest, len(records), records[0].sequence, ingested_at)
+        segment = Segment(digest, len(records), records[0].sequence, ingested_at,
+                          max(_event_key(record)[0] for record in records))
         line = json.dumps({"digest": digest, "count": segment.count,
                            "first_sequence": segment.first_sequence,
-                           "ingested_at": ingested_at.isoformat()}) + "\n"
+                           "ingested_at": ingested_at.isoformat(),
+                           "newest_event": segment.newest_event}) + "\n"
         fd = os.open(directory / "log.jsonl", os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
@@ -114,18 +127,15 @@ class DatasetStore:
 
     def snapshot(self, dataset: str, since: datetime | None = None,
                  last: int | None = None) -> Snapshot:
-        """Freeze a window (records ingested since `since`, at most the `last` newest)."""
+        """Freeze a window: records ingested since `since`, at most the `last` newest by event
+        time. The manifest lists them in ingestion order (read them `by_event_time`)."""
         chosen = [s for s in self.segments(dataset) if since is None or s.ingested_at >= since]
-        slices: list[tuple[str, int, int]] = [(s.digest, 0, s.count) for s in chosen]
-        if last is not None:
-            remaining, trimmed = last, []
-            for digest, _, count in reversed(slices):
-                if remaining <= 0:
-                    break
-                take = min(count, remaining)
-                trimmed.append((digest, count - take, count))
-                remaining -= take
-            slices = list(reversed(trimmed))
+        if last is None or last >= sum(s.count for s in chosen):
+            slices = [(s.digest, 0, s.count) for s in chosen]
+        elif last <= 0:
+            slices = []
+        else:
+            slices = self._newest(dataset, chosen, last)
         records = sum(end - start for _, start, end in slices)
         manifest = json.dumps({"dataset": dataset, "slices": slices, "records": records},
                               sort_keys=True, separators=(",", ":")).encode()
@@ -134,6 +144,36 @@ class DatasetStore:
         if not path.exists():
             atomic_write(path, manifest)
         return Snapshot(snapshot_id, dataset, tuple(slices), records)
+
+    def _newest(self, dataset: str, segments: list[Segment],
+                last: int) -> list[tuple[str, int, int]]:
+        """Slices holding the `last` newest records of `segments` by event time.
+
+        Segments are visited from the newest event time down and reading stops once no
+        unread segment can hold a newer record, so only the tail of a long log is read.
+        """
+        newest: list[tuple[tuple[float, int], int, int]] = []  # min-heap: key, segment, row
+        visit = sorted(range(len(segments)), reverse=True,
+                       key=lambda i: (segments[i].newest_event is None,
+                                      segments[i].newest_event or 0.0))
+        for index in visit:
+            bound = segments[index].newest_event
+            if len(newest) >= last and bound is not None and bound < newest[0][0][0]:
+                break  # this and every later-visited segment only hold older records
+            for row, record in enumerate(self._read_segment(dataset, segments[index].digest)):
+                item = (_event_key(record), index, row)
+                if len(newest) < last:
+                    heapq.heappush(newest, item)
+                elif item > newest[0]:
+                    heapq.heapreplace(newest, item)
+        rows: dict[int, list[int]] = {}
+        for _, index, row in newest:
+            rows.setdefault(index, []).append(row)
+        slices: list[tuple[str, int, int]] = []
+        for index in sorted(rows):  # ingestion order; contiguous rows as one slice
+            for start, end in _runs(sorted(rows[index])):
+                slices.append((segments[index].digest, start, end))
+        return slices
 
     def open_snapshot(self, dataset: str, snapshot_id: str) -> Snapshot:
         """A snapshot by id, verified against its manifest hash."""
@@ -149,7 +189,7 @@ class DatasetStore:
         return Snapshot(snapshot_id, dataset, slices, int(data["records"]))
 
     def read(self, snapshot: Snapshot) -> Iterator[RecordValidated]:
-        """The snapshot's records, in ingestion order."""
+        """The snapshot's records, in ingestion order (see `by_event_time`)."""
         for digest, start, end in snapshot.slices:
             yield from self._read_segment(snapshot.dataset, digest)[start:end]
 
@@ -157,3 +197,25 @@ class DatasetStore:
         path = self._dir(dataset) / "segments" / f"{digest}.jsonl"
         return [RecordValidated.model_validate_json(line)
                 for line in path.read_bytes().splitlines() if line]
+
+
+def by_event_time(records: Iterable[RecordValidated]) -> list[RecordValidated]:
+    """Records in the order they were observed (ties: ingestion sequence): the order in which
+    "the newest" is meant, e.g. for a time-ordered holdout."""
+    return sorted(records, key=_event_key)
+
+
+def _event_key(record: RecordValidated) -> tuple[float, int]:
+    # POSIX seconds: comparable whether or not a producer's time carried a zone.
+    return record.event_time.timestamp(), record.sequence
+
+
+def _runs(rows: list[int]) -> Iterator[tuple[int, int]]:
+    """Sorted row numbers as half-open (start, end) ranges of consecutive rows."""
+    start = previous = rows[0]
+    for row in rows[1:]:
+        if row != previous + 1:
+            yield start, previous + 1
+            start = row
+        previous = row
+    yield start, previous + 1

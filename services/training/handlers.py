@@ -20,7 +20,7 @@ from contracts.events import (
 from contracts.http import ModelVersionView
 from services.training.evaluation import profile, score
 from shared.artifacts import ArtifactStore
-from shared.datasets import DatasetStore
+from shared.datasets import DatasetStore, by_event_time
 from shared.errors import InvalidInput
 from shared.files import atomic_write
 from shared.pipelines import build_pipeline
@@ -74,7 +74,7 @@ class Trainer:
         started = time.perf_counter()
         spec = self.project.model(request.model)
         snapshot = self.datasets.snapshot(spec.dataset, request.window.since, request.window.last)
-        records = list(self.datasets.read(snapshot))
+        records = by_event_time(self.datasets.read(snapshot))  # the holdout is the newest
         if len(records) < self.min_records:
             raise NotEnoughData(model=request.model, records=len(records),
                                 needed=self.min_records)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from contracts.events import RecordValidated
 from shared.artifacts import ArtifactStore
-from shared.datasets import DatasetStore
+from shared.datasets import DatasetStore, by_event_time
 from shared.errors import (
     ArtifactIntegrityError,
     ArtifactNotFound,
@@ -97,6 +99,58 @@ def test_since_filters_by_segment_ingestion_time(store: DatasetStore) -> None:
     combined = store.snapshot("loans", since=since, last=6)
     assert [r.record_id for r in store.read(combined)] == ids[1][-1:] + ids[2]
     assert store.snapshot("loans", since=T0 + timedelta(hours=1)).records == 0
+
+
+def observed_at(store: DatasetStore, seconds: list[list[int]]) -> None:
+    """One segment per list, ingested a minute apart, records observed at T0 + those seconds
+    (ids name the second)."""
+    sequence = 0
+    for index, batch in enumerate(seconds):
+        at = T0 + timedelta(minutes=index)
+        rows = [row.model_copy(update={"record_id": f"t-{second:04d}",
+                                       "event_time": T0 + timedelta(seconds=second)})
+                for row, second in zip(validated_rows(len(batch), first_sequence=sequence,
+                                                      seed=index, ingested_at=at),
+                                       batch, strict=True)]
+        store.append("loans", rows, at)
+        sequence += len(batch)
+
+
+def test_last_keeps_the_newest_by_event_time_in_ingestion_order(store: DatasetStore) -> None:
+    observed_at(store, [[0, 2, 4, 6], [1, 3, 5, 7], [8, 9]])  # two partitions, then live
+    snapshot = store.snapshot("loans", last=5)
+    ids = [r.record_id for r in store.read(snapshot)]
+    assert ids == ["t-0006", "t-0005", "t-0007", "t-0008", "t-0009"]
+    assert [r.record_id for r in by_event_time(store.read(snapshot))] == [
+        "t-0005", "t-0006", "t-0007", "t-0008", "t-0009"]
+    # rows 1..3 of a segment are one slice, not three
+    assert store.snapshot("loans", last=7).slices[1][1:] == (1, 4)
+
+
+def test_last_reads_only_segments_that_can_hold_the_newest(store: DatasetStore,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    observed_at(store, [[10 * i + j for j in range(10)] for i in range(20)])
+    read: list[str] = []
+    real = store._read_segment
+
+    def spy(dataset: str, digest: str) -> list[RecordValidated]:
+        read.append(digest)
+        return real(dataset, digest)
+
+    monkeypatch.setattr(store, "_read_segment", spy)
+    assert store.snapshot("loans", last=15).records == 15
+    assert read == [s.digest for s in store.segments("loans")[-2:]][::-1]
+
+
+def test_segments_logged_without_event_times_are_still_searched(store: DatasetStore,
+                                                                tmp_path: Path) -> None:
+    observed_at(store, [[5, 6], [0, 1]])
+    log = tmp_path / "datasets" / "loans" / "log.jsonl"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "newest_event"})
+                           + "\n" for line in lines))  # a log written before the field
+    assert [r.record_id for r in store.read(store.snapshot("loans", last=2))] == [
+        "t-0005", "t-0006"]
 
 
 def test_open_snapshot_verifies_and_round_trips(store: DatasetStore) -> None:
