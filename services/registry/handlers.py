@@ -14,11 +14,10 @@ from contracts.http import ModelVersionView
 from services.registry.store import Decided, Lookup, RegistryStore
 from shared.errors import ModelNotFound, PromotionRefused, UndeclaredModel
 from shared.project import PolicySpec, Project
+from shared.promotion import compare
 from shared.signing import Signer, Verifier
 
 logger = logging.getLogger(__name__)
-
-LOWER_IS_BETTER = frozenset({"mae", "mse", "rmse", "log_loss", "error_rate"})
 
 
 def judge(candidate: ModelTrained, champion: int | None,
@@ -26,21 +25,14 @@ def judge(candidate: ModelTrained, champion: int | None,
     """Promote or reject a candidate against the champion, on the same holdout only."""
     if champion is None:
         return LifecycleAction.PROMOTED, "first version of the model"
-    metric = policy.metric  # the project decides what counts, not the event
     if candidate.baseline_version != champion or not candidate.baseline_metrics:
         return LifecycleAction.REJECTED, (
             f"not scored against the current champion v{champion} (baseline: "
             f"v{candidate.baseline_version}); the comparison would not be on the same data")
-    if metric not in candidate.metrics or metric not in candidate.baseline_metrics:
-        return LifecycleAction.REJECTED, f"metric {metric!r} missing from the evaluation"
-    new, old = candidate.metrics[metric], candidate.baseline_metrics[metric]
-    margin = policy.promotion_margin
-    better = old - new if metric in LOWER_IS_BETTER else new - old
-    comparison = (f"{metric} {new:.4f} vs champion v{champion} {old:.4f} on the same holdout "
-                  f"(margin {margin:g})")
-    if better > 0 and better >= margin:  # a tie never replaces the champion
-        return LifecycleAction.PROMOTED, f"{comparison}: better"
-    return LifecycleAction.REJECTED, f"{comparison}: not better by the margin"
+    verdict = compare(policy, candidate.metrics, candidate.baseline_metrics,
+                      f"champion v{champion}")
+    return (LifecycleAction.PROMOTED if verdict.better else LifecycleAction.REJECTED,
+            verdict.reason)
 
 
 class Registry:

@@ -4,14 +4,15 @@ data.validated counts toward the first training of each model and wakes parked r
 Intake never waits: a request for an undeclared model or over its model's retrain budget
 is dead-lettered at once (the budget refusal is also alerted); any other request is
 parked on disk before its offset is committed. One worker trains parked requests in
-arrival order as soon as their window holds `min_records` (or their wait ran out).
+arrival order as soon as their window holds `min_records` (or their wait ran out); a drift
+request of a model with `policy.retrain_windows` is trained as a ladder of progressive
+challengers, one rung per window size, and stays parked until its ladder ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
 from datetime import timedelta
 from typing import cast
@@ -19,17 +20,17 @@ from typing import cast
 from prometheus_client import Counter
 
 from contracts.base import utcnow
-from contracts.events import (
-    AlertRaised,
-    AlertStatus,
-    RecordRejected,
-    RecordValidated,
-    Severity,
-    TrainingRequested,
-)
+from contracts.events import ModelTrained, RecordRejected, RecordValidated, TrainingRequested
+from contracts.http import ModelVersionView
 from contracts.topics import Topic
-from services.training.handlers import Trainer
-from services.training.intake import ParkedRequest, RequestQueue, RetrainBudget, park
+from services.training.handlers import Trainer, against_baseline
+from services.training.intake import (
+    ParkedRequest,
+    RequestQueue,
+    RetrainBudget,
+    park,
+    refusal_alert,
+)
 from services.training.settings import TrainingSettings
 from shared.bus import Bus
 from shared.consumer import BatchHandler, Delivery, Rejection, per_event
@@ -67,14 +68,15 @@ def request_handler(bus: Bus, intake: Intake) -> BatchHandler:
         if request.model not in trainer.project.models:
             REQUESTS.labels("undeclared").inc()
             raise UndeclaredModel(model=request.model)
-        done = trainer.completed(request.request_id)
-        if done is not None:
-            logger.info("request %s already trained as %s; re-publishing", request.request_id,
-                        done.run_id)
-            await bus.publish(Topic.MODELS_TRAINED, done, key=done.model, ce_id=done.run_id)
-            return
         if intake.queue.contains(request.request_id):
             return  # accepted before (a replay): the worker has it
+        done = trainer.runs(request.request_id)
+        if done:  # trained (every rung of its ladder) and left the queue: publish again
+            logger.info("request %s already trained as %s; re-publishing", request.request_id,
+                        ", ".join(run.run_id for run in done))
+            for run in done:
+                await bus.publish(Topic.MODELS_TRAINED, run, key=run.model, ce_id=run.run_id)
+            return
         limit = trainer.project.models[request.model].policy.max_retrains_per_hour
         budget = intake.budget
         if not budget.accepted(request.model, request.request_id):
@@ -85,8 +87,7 @@ def request_handler(bus: Bus, intake: Intake) -> BatchHandler:
                     request_id=request.request_id, model=request.model,
                     detail=f"retrain budget used: {used} of {limit} per hour "
                            "(policy.max_retrains_per_hour)")
-                await bus.publish(Topic.ALERTS, _refusal_alert(request, str(refused), used,
-                                                                limit),
+                await bus.publish(Topic.ALERTS, refusal_alert(request, str(refused), used, limit),
                                   key=request.model, ce_id=f"training-refused/{request.request_id}")
                 raise refused
         record = delivery.record
@@ -99,27 +100,14 @@ def request_handler(bus: Bus, intake: Intake) -> BatchHandler:
         except OSError as exc:
             raise DependencyUnavailable(dependency="training state", detail=str(exc)) from exc
         REQUESTS.labels("accepted").inc()
-        logger.info("accepted %s for %s (%s); parked until its window holds %d records",
+        rungs = trainer.rungs(request)
+        logger.info("accepted %s for %s (%s); parked until its window holds %d records%s",
                     request.request_id, request.model, request.reason.value,
-                    request.window.min_records)
+                    rungs[0] if rungs else request.window.min_records,
+                    f" (progressive challengers on {rungs})" if rungs else "")
         intake.wake.set()
 
     return per_event(handle)
-
-
-def _refusal_alert(request: TrainingRequested, summary: str, used: int,
-                   limit: int) -> AlertRaised:
-    # One alert id per refused request: a replay after a crash raises the same alert again.
-    return AlertRaised(
-        alert_id=f"al-{hashlib.sha256(request.request_id.encode()).hexdigest()[:12]}",
-        status=AlertStatus.FIRING,
-        severity=Severity.WARNING, kind="training_refused", model=request.model,
-        summary=summary[:500],
-        evidence={"request_id": request.request_id[:200], "reason": request.reason.value,
-                  "requested_by": request.requested_by[:200], "used": used, "limit": limit},
-        runbook=("Training requests for this model arrive faster than its retrain budget. "
-                 "Check who writes training.requests (data.rejected holds the refused "
-                 "requests); raise policy.max_retrains_per_hour only if this is expected."))
 
 
 async def train_parked(bus: Bus, intake: Intake, stopping: asyncio.Event,
@@ -147,42 +135,147 @@ async def train_parked(bus: Bus, intake: Intake, stopping: asyncio.Event,
 
 async def _try(bus: Bus, intake: Intake, parked: ParkedRequest) -> None:
     """Train one parked request if its window is ready; it leaves the queue only once its
-    candidate is published or it is refused (dead-lettered)."""
-    trainer, request = intake.trainer, parked.request
+    candidate is published (every candidate of its ladder) or it is refused."""
     trace_id_var.set(parked.trace_id)
+    rungs = intake.trainer.rungs(parked.request)
+    if rungs:
+        next_rung: ParkedRequest | None = parked
+        while next_rung is not None:  # a rung whose data is already there trains at once
+            next_rung = await _climb(bus, intake, next_rung, rungs)
+        return
+    trainer, request = intake.trainer, parked.request
     done = trainer.completed(request.request_id)
     if done is None:
-        waited_out = utcnow() >= parked.parked_at + timedelta(
-            seconds=intake.settings.window_wait_seconds)
-        try:
-            have = await asyncio.to_thread(trainer.window_records, request)
-            if have < request.window.min_records and not waited_out:
-                return
-            if have < request.window.min_records:
-                logger.warning("window of %s has %d of %d records after %.0fs; training on "
-                               "those", request.request_id, have, request.window.min_records,
-                               intake.settings.window_wait_seconds)
-            champion = await fetch_champion(intake.settings.registry_url, request.model)
-            done = await asyncio.to_thread(trainer.train, request, champion)
-        except OSError as exc:  # a store unwritable or full: retry, never drop the request
-            raise DependencyUnavailable(dependency="stores", detail=str(exc)) from exc
-        except InvalidInput as exc:
-            await _refuse(bus, intake, parked, str(exc))
+        have = await _window_records(intake, request)
+        if have < request.window.min_records and not _waited_out(intake, parked):
             return
-        except DependencyUnavailable:
-            raise
-        except Exception as exc:  # a bug or an unusable request: a few tries, then refuse
-            logger.exception("training %s failed (attempt %d of %d)", request.request_id,
-                             parked.attempts + 1, MAX_ATTEMPTS)
-            if parked.attempts + 1 >= MAX_ATTEMPTS:
-                await _refuse(bus, intake, parked, f"training failed {MAX_ATTEMPTS} times: "
-                              f"{exc!r}")
-            else:
-                intake.queue.put(parked.model_copy(update={"attempts": parked.attempts + 1}))
+        if have < request.window.min_records:
+            logger.warning("window of %s has %d of %d records after %.0fs; training on "
+                           "those", request.request_id, have, request.window.min_records,
+                           intake.settings.window_wait_seconds)
+        champion = await _champion(intake, request.model)
+        done = await _train(bus, intake, parked, champion, None)
+        if done is None:
             return
-    await bus.publish(Topic.MODELS_TRAINED, done, key=done.model, ce_id=done.run_id,
-                      trace_id=parked.trace_id)
+    await _publish(bus, done, parked)
     intake.queue.remove(request.request_id)
+
+
+async def _climb(bus: Bus, intake: Intake, parked: ParkedRequest,
+                 rungs: list[int]) -> ParkedRequest | None:
+    """Progressive challengers: train the parked rung once the window since the change
+    point holds its size (on the newest that many records), against the champion of the
+    moment, and publish it. Climb to the next rung only if the candidate beats its baseline
+    by the policy's margin (the registry's comparison); the ladder ends at the first that
+    does not, at its last rung, or when a later rung's data (or the registry's decision on
+    the previous rung) does not come within `window_wait_seconds`.
+
+    Returns the request parked on its next rung, or None when there is nothing more to do
+    now. The rung is on disk before it is trained, so a restart resumes there; a rung's run
+    is stored before it is published, so a replay re-publishes it, never retrains it.
+    """
+    trainer, request, rung = intake.trainer, parked.request, parked.rung
+    policy = trainer.project.model(request.model).policy
+    if rung >= len(rungs):  # the project file now declares fewer rungs than were climbed
+        intake.queue.remove(request.request_id)
+        return None
+    done = trainer.completed(request.request_id, rung)
+    if done is None:
+        have, needed = await _window_records(intake, request), rungs[rung]
+        champion = await _champion(intake, request.model) if have >= needed else None
+        previous = trainer.completed(request.request_id, rung - 1) if rung else None
+        # The registry has decided on the previous rung once the champion it was scored
+        # against no longer reigns; before that, this rung would be judged against a stale
+        # baseline (and rejected for it).
+        decided = previous is None or (champion is not None
+                                       and champion.version != previous.baseline_version)
+        if have < needed or not decided:
+            if not _waited_out(intake, parked):
+                return None
+            if rung > 0:
+                logger.info("%s: the ladder of %s ends before rung %d of %d: %s after %.0fs",
+                            request.model, request.request_id, rung + 1, len(rungs),
+                            f"{have} of {needed} records" if have < needed
+                            else "no registry decision on the previous rung",
+                            intake.settings.window_wait_seconds)
+                intake.queue.remove(request.request_id)
+                return None
+            logger.warning("window of %s has %d of %d records after %.0fs; training its "
+                           "first rung on those", request.request_id, have, needed,
+                           intake.settings.window_wait_seconds)
+            champion = await _champion(intake, request.model)
+        done = await _train(bus, intake, parked, champion, rung)
+        if done is None:
+            return None
+    await _publish(bus, done, parked)
+    verdict = against_baseline(done, policy)
+    if not verdict.better or rung + 1 >= len(rungs):
+        logger.info("%s: the ladder of %s ends at rung %d of %d (%d records): %s",
+                    request.model, request.request_id, rung + 1, len(rungs),
+                    done.lineage.records, verdict.reason)
+        intake.queue.remove(request.request_id)
+        return None
+    logger.info("%s: rung %d of %d of %s climbs on (%s)", request.model, rung + 1, len(rungs),
+                request.request_id, verdict.reason)
+    climbed = parked.model_copy(update={"rung": rung + 1, "rung_since": utcnow(),
+                                        "attempts": 0})
+    try:
+        intake.queue.put(climbed)
+    except OSError as exc:  # still parked on this rung: its run is re-published, not redone
+        raise DependencyUnavailable(dependency="training state", detail=str(exc)) from exc
+    return climbed
+
+
+def _waited_out(intake: Intake, parked: ParkedRequest) -> bool:
+    return utcnow() >= parked.waiting_since + timedelta(
+        seconds=intake.settings.window_wait_seconds)
+
+
+async def _champion(intake: Intake, model: str) -> ModelVersionView | None:
+    """The champion now; an answer that is no version is the registry's fault, not the
+    request's: retried like an unreachable registry."""
+    try:
+        return await fetch_champion(intake.settings.registry_url, model)
+    except DependencyUnavailable:
+        raise
+    except Exception as exc:
+        raise DependencyUnavailable(dependency="registry", detail=repr(exc)) from exc
+
+
+async def _window_records(intake: Intake, request: TrainingRequested) -> int:
+    try:
+        return await asyncio.to_thread(intake.trainer.window_records, request)
+    except OSError as exc:  # a store unreadable: retry, never drop the request
+        raise DependencyUnavailable(dependency="stores", detail=str(exc)) from exc
+
+
+async def _train(bus: Bus, intake: Intake, parked: ParkedRequest,
+                 champion: ModelVersionView | None, rung: int | None) -> ModelTrained | None:
+    """Train (one rung of) a parked request; None when it failed and that was dealt with
+    (refused, or kept parked for another attempt)."""
+    request = parked.request
+    try:
+        return await asyncio.to_thread(intake.trainer.train, request, champion, rung)
+    except OSError as exc:  # a store unwritable or full: retry, never drop the request
+        raise DependencyUnavailable(dependency="stores", detail=str(exc)) from exc
+    except InvalidInput as exc:
+        await _refuse(bus, intake, parked, str(exc))
+    except DependencyUnavailable:
+        raise
+    except Exception as exc:  # a bug or an unusable request: a few tries, then refuse
+        logger.exception("training %s failed (attempt %d of %d)", request.request_id,
+                         parked.attempts + 1, MAX_ATTEMPTS)
+        if parked.attempts + 1 >= MAX_ATTEMPTS:
+            await _refuse(bus, intake, parked, f"training failed {MAX_ATTEMPTS} times: "
+                          f"{exc!r}")
+        else:
+            intake.queue.put(parked.model_copy(update={"attempts": parked.attempts + 1}))
+    return None
+
+
+async def _publish(bus: Bus, run: ModelTrained, parked: ParkedRequest) -> None:
+    await bus.publish(Topic.MODELS_TRAINED, run, key=run.model, ce_id=run.run_id,
+                      trace_id=parked.trace_id)
 
 
 async def _refuse(bus: Bus, intake: Intake, parked: ParkedRequest, reason: str) -> None:

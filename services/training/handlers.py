@@ -19,12 +19,14 @@ from contracts.events import (
 )
 from contracts.http import ModelVersionView
 from services.training.evaluation import profile, score
+from services.training.intake import safe_name
 from shared.artifacts import ArtifactStore
 from shared.datasets import DatasetStore, by_event_time
 from shared.errors import InvalidInput
 from shared.files import atomic_write
 from shared.pipelines import build_pipeline
-from shared.project import Project, ValueType
+from shared.project import PolicySpec, Project, ValueType
+from shared.promotion import Verdict, compare
 from shared.signing import Signer
 
 logger = logging.getLogger(__name__)
@@ -58,10 +60,41 @@ class Trainer:
         self.initial_dir = state_dir / "initial-requests"
         self.min_records = min_records
 
-    def completed(self, request_id: str) -> ModelTrained | None:
-        """The run already made for a request, if any (requests run once)."""
-        path = self.runs_dir / f"{_safe(request_id)}.json"
+    def _run_path(self, request_id: str, rung: int | None) -> Path:
+        if rung is None:
+            return self.runs_dir / f"{_safe(request_id)}.json"
+        # A folder per laddered request, named distinctly for distinct ids (never `.json`).
+        return self.runs_dir / safe_name(request_id) / f"rung-{rung}.json"
+
+    def completed(self, request_id: str, rung: int | None = None) -> ModelTrained | None:
+        """The run already made for a request (or for one rung of its ladder), if any:
+        requests and rungs run once, and a replay re-publishes what they made."""
+        path = self._run_path(request_id, rung)
         return ModelTrained.model_validate_json(path.read_bytes()) if path.exists() else None
+
+    def runs(self, request_id: str) -> list[ModelTrained]:
+        """Every run made for a request: its one run, or its ladder's rungs in order."""
+        single = self.completed(request_id)
+        if single is not None:
+            return [single]
+        found: list[ModelTrained] = []
+        while (run := self.completed(request_id, len(found))) is not None:
+            found.append(run)
+        return found
+
+    def rungs(self, request: TrainingRequested) -> list[int]:
+        """Window sizes of the progressive challengers for a drift request, smallest first;
+        empty when it is trained once, as requested.
+
+        Each size is at least `min_records` (below it nothing is trained) and at most the
+        request's `window.last` cap: a rung that reaches the cap is the last one.
+        """
+        policy = self.project.model(request.model).policy
+        if request.reason is not TrainingReason.DRIFT or not policy.retrain_windows:
+            return []
+        cap = request.window.last
+        return sorted({min(max(size, self.min_records), cap or size)
+                       for size in policy.retrain_windows})
 
     def window_records(self, request: TrainingRequested) -> int:
         """Records currently in the request's window."""
@@ -69,11 +102,24 @@ class Trainer:
         available = self.datasets.count_since(dataset, request.window.since)
         return min(available, request.window.last) if request.window.last else available
 
-    def train(self, request: TrainingRequested, champion: ModelVersionView | None) -> ModelTrained:
-        """Snapshot the window, train, score candidate and champion on one holdout, store."""
+    def train(self, request: TrainingRequested, champion: ModelVersionView | None,
+              rung: int | None = None) -> ModelTrained:
+        """Snapshot the window, train, score candidate and champion on one holdout, store.
+
+        With `rung`, the window is that rung's: the newest `rungs(request)[rung]` records
+        since the request's change point.
+        """
         started = time.perf_counter()
         spec = self.project.model(request.model)
-        snapshot = self.datasets.snapshot(spec.dataset, request.window.since, request.window.last)
+        window = request.window
+        hyperparameters: dict[str, Any] = {"passes": spec.training.passes,
+                                           "holdout_fraction": spec.training.holdout_fraction}
+        if rung is not None:
+            sizes = self.rungs(request)
+            window = DataWindow(since=request.window.since, last=sizes[rung],
+                                min_records=sizes[rung])
+            hyperparameters |= {"rung": rung + 1, "rungs": sizes}
+        snapshot = self.datasets.snapshot(spec.dataset, window.since, window.last)
         records = by_event_time(self.datasets.read(snapshot))  # the holdout is the newest
         if len(records) < self.min_records:
             raise NotEnoughData(model=request.model, records=len(records),
@@ -104,22 +150,18 @@ class Trainer:
             baseline_version=champion.version if champion else None,
             baseline_metrics=baseline_metrics,
             lineage=Lineage(dataset=spec.dataset, snapshot_id=snapshot.snapshot_id,
-                            records=snapshot.records, window=request.window, pipeline=steps,
-                            hyperparameters={"passes": spec.training.passes,
-                                             "holdout_fraction": spec.training.holdout_fraction},
-                            seed=spec.training.seed, code_version=code_version()),
+                            records=snapshot.records, window=window, pipeline=steps,
+                            hyperparameters=hyperparameters, seed=spec.training.seed,
+                            code_version=code_version()),
             artifact=self.artifacts.save_model(model),
             reference_profile=profile(train, numeric),
             duration_seconds=time.perf_counter() - started)
         event = self.signer.sign_run(event)  # the registry records only what training signed
-        self._remember(request.request_id, event)
-        logger.info("trained %s on %d records: %s", request.model, len(records),
-                    _fmt(candidate_metrics), extra={"run_id": event.run_id,
-                                                    "snapshot_id": snapshot.snapshot_id})
+        atomic_write(self._run_path(request.request_id, rung), event.model_dump_json().encode())
+        logger.info("trained %s on %d records%s: %s", request.model, len(records),
+                    "" if rung is None else f" (rung {rung + 1})", _fmt(candidate_metrics),
+                    extra={"run_id": event.run_id, "snapshot_id": snapshot.snapshot_id})
         return event
-
-    def _remember(self, request_id: str, event: ModelTrained) -> None:
-        atomic_write(self.runs_dir / f"{_safe(request_id)}.json", event.model_dump_json().encode())
 
     def initial_requests(self, dataset: str, records_seen: int) -> list[TrainingRequested]:
         """First-training requests due now that `records_seen` records of `dataset` exist."""
@@ -137,6 +179,15 @@ class Trainer:
     def mark_requested(self, model: str) -> None:
         self.initial_dir.mkdir(parents=True, exist_ok=True)
         (self.initial_dir / _safe(model)).touch()
+
+
+def against_baseline(run: ModelTrained, policy: PolicySpec) -> Verdict:
+    """What the registry's gate says of `run` while the champion it was scored against still
+    reigns (the same comparison): whether a ladder climbs on after it."""
+    if run.baseline_version is None or run.baseline_metrics is None:
+        return Verdict(True, "no champion to beat: it becomes the first version")
+    return compare(policy, run.metrics, run.baseline_metrics,
+                   f"champion v{run.baseline_version}")
 
 
 def _safe(name: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from contracts.base import utcnow
-from contracts.events import TrainingRequested
+from contracts.events import AlertRaised, AlertStatus, Severity, TrainingRequested
 from shared.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def safe_name(name: str) -> str:
 
 class ParkedRequest(BaseModel):
     """An accepted request waiting for its window, with where it came from (for a dead
-    letter if it is refused later)."""
+    letter if it is refused later) and, for progressive challengers, the rung it is on."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -48,6 +48,15 @@ class ParkedRequest(BaseModel):
     key: str | None = None
     trace_id: str
     attempts: int = 0
+    rung: int = 0
+    """Index of the ladder rung to train next (0 without a ladder): on disk, so a restart
+    resumes the ladder there."""
+    rung_since: datetime | None = None
+    """When the current rung began waiting for its data (None: since `parked_at`)."""
+
+    @property
+    def waiting_since(self) -> datetime:
+        return self.rung_since or self.parked_at
 
 
 class RequestQueue:
@@ -133,3 +142,19 @@ def park(request: TrainingRequested, topic: str, partition: int, offset: int,
          key: str | None, trace_id: str) -> ParkedRequest:
     return ParkedRequest(request=request, parked_at=utcnow(), topic=topic, partition=partition,
                          offset=offset, key=key, trace_id=trace_id)
+
+
+def refusal_alert(request: TrainingRequested, summary: str, used: int,
+                  limit: int) -> AlertRaised:
+    """The alert of a request refused for its model's retrain budget."""
+    # One alert id per refused request: a replay after a crash raises the same alert again.
+    return AlertRaised(
+        alert_id=f"al-{hashlib.sha256(request.request_id.encode()).hexdigest()[:12]}",
+        status=AlertStatus.FIRING,
+        severity=Severity.WARNING, kind="training_refused", model=request.model,
+        summary=summary[:500],
+        evidence={"request_id": request.request_id[:200], "reason": request.reason.value,
+                  "requested_by": request.requested_by[:200], "used": used, "limit": limit},
+        runbook=("Training requests for this model arrive faster than its retrain budget. "
+                 "Check who writes training.requests (data.rejected holds the refused "
+                 "requests); raise policy.max_retrains_per_hour only if this is expected."))
