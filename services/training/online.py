@@ -169,19 +169,20 @@ class OnlineLearner:
         """A signed candidate of the learner as it is now, or None while too few records the
         champion never learned are in the window to compare the two on."""
         started = time.perf_counter()
-        frozen = self.datasets.snapshot(self.dataset)  # exactly what will have been learned
-        self._learn_segments([(digest, end) for digest, _, end in frozen.slices])
-        compared = list(self.window)
-        baseline: dict[str, float] | None = None
+        unseen_from, baseline_model = 0, None
         if champion is not None:
-            version, model, unseen_from = self._load_champion(champion)
-            compared = [o for o in compared if o.position >= unseen_from]
-            if len(compared) < self.min_compared:
+            _, baseline_model, unseen_from = self._load_champion(champion)
+            have = sum(1 for o in self.window if o.position >= unseen_from)
+            if have < self.min_compared:
                 logger.info("snapshot of %s waits: %d records the champion v%d never learned "
-                            "(needs %d)", self.name, len(compared), version, self.min_compared)
+                            "(needs %d)", self.name, have, champion.version, self.min_compared)
                 self._postponed_at = self.learned
                 return None
-            baseline = score(model, [o.record for o in compared], self.spec.task)
+        frozen = self.datasets.snapshot(self.dataset)  # exactly what will have been learned
+        self._learn_segments([(digest, end) for digest, _, end in frozen.slices])
+        compared = [o for o in self.window if o.position >= unseen_from]
+        baseline = None if baseline_model is None else score(
+            baseline_model, [o.record for o in compared], self.spec.task)
         self.snapshots += 1
         metrics = score_predictions([(o.record.label, o.predicted) for o in compared],
                                     self.spec.task)

@@ -29,7 +29,8 @@ SEGMENT = 50
 PIPELINE = [{"estimator": "forest.ARFClassifier", "params": {"n_models": 3}}]
 
 
-def project(every: int = 200, window: int = 100, warm_up: int = 100) -> Project:
+def project(every: int = 200, window: int = 100, warm_up: int = 100,
+            seconds: float = 0) -> Project:
     return Project.model_validate({
         "datasets": {"sea": {
             "features": {f"x{i}": {"type": "float", "min": 0, "max": 10} for i in range(3)},
@@ -37,7 +38,7 @@ def project(every: int = 200, window: int = 100, warm_up: int = 100) -> Project:
         "models": {MODEL: {
             "dataset": "sea", "pipeline": PIPELINE, "training": {"seed": 7},
             "online": {"snapshot_every_records": every, "prequential_window": window,
-                       "warm_up_records": warm_up}}}})
+                       "warm_up_records": warm_up, "snapshot_every_seconds": seconds}}}})
 
 
 def sea_stream(n: int, drift_at: int | None = None, seed: int = 1) -> list[RecordValidated]:
@@ -114,6 +115,25 @@ def test_snapshots_come_every_n_records_after_warm_up(tmp_path: Path) -> None:
     assert [r.record_id for r in harness.datasets.read(snapshot)] == [
         f"r{i}" for i in range(300)]
     assert first.baseline_version is None and first.baseline_metrics is None
+
+
+def test_snapshots_also_come_after_t_seconds_with_new_records(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, project(every=10_000, seconds=30))
+    now = [0.0]
+    learner = OnlineLearner(MODEL, harness.project, harness.datasets, harness.artifacts,
+                            TRAINING_KEY, harness.state, clock=lambda: now[0])
+    records = sea_stream(300)
+    harness.append(records[:250])
+    learner.catch_up()
+    assert not learner.due()  # 250 records, far from 10,000, and no time has passed
+    now[0] = 30.0
+    assert learner.due()
+    assert learner.snapshot(None) is not None
+    now[0] = 90.0
+    assert not learner.due()  # time passed, but nothing new to learn
+    harness.append(records[250:])
+    learner.catch_up()
+    assert learner.due()
 
 
 def test_metrics_are_test_then_train_on_the_newest_window(harness: Harness) -> None:
