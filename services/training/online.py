@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,7 @@ class OnlineLearner:
 
     def __init__(self, name: str, project: Project, datasets: DatasetStore,
                  artifacts: ArtifactStore, signer: Signer, state_dir: Path,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.spec = project.model(name)
         if self.spec.online is None:
@@ -206,7 +206,8 @@ class OnlineLearner:
             duration_seconds=time.perf_counter() - started))
         self._save(LearnerState(snapshots=self.snapshots, learned=self.learned,
                                 segments=self.segments, artifact=artifact,
-                                window=[(o.position, o.predicted) for o in self.window], run=run))
+                                window=[(o.position, _plain(o.predicted)) for o in self.window],
+                                run=run))
         self.snapshot_at, self.snapshot_time = self.learned, self.clock()
         logger.info("online snapshot %d of %s after %d records: %s %.4f (champion %s)",
                     self.snapshots, self.name, self.learned, self.spec.policy.metric,
@@ -286,3 +287,8 @@ class OnlineLearner:
 
     def _save(self, state: LearnerState) -> None:
         atomic_write(self.state_path, state.model_dump_json().encode())
+
+
+def _plain(value: Any) -> Any:
+    """A prediction as JSON can hold it (a numpy scalar becomes its Python value)."""
+    return value.item() if hasattr(value, "item") else value

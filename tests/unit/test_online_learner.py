@@ -233,6 +233,35 @@ def test_a_restarted_learner_resumes_where_the_first_stopped(harness: Harness) -
     assert resumed[0].metrics == first.snapshot(None).metrics  # type: ignore[union-attr]
 
 
+def test_a_regression_learner_scores_and_resumes(tmp_path: Path) -> None:
+    spec = Project.model_validate({
+        "datasets": {"friedman": {
+            "features": {f"x{i}": {"type": "float"} for i in range(10)},
+            "label": {"type": "float"}}},
+        "models": {MODEL: {
+            "dataset": "friedman", "task": "regression", "policy": {"metric": "mae"},
+            "pipeline": [{"estimator": "forest.ARFRegressor", "params": {"n_models": 2}}],
+            "online": {"snapshot_every_records": 100, "prequential_window": 50,
+                       "warm_up_records": 100}}}})
+    datasets = DatasetStore(tmp_path / "datasets")
+    rows = [RecordValidated(dataset="friedman", record_id=f"f{i}",
+                            features={f"x{k}": float(v) for k, v in x.items()}, label=float(y),
+                            event_time=T0, ingested_at=T0, sequence=i)
+            for i, (x, y) in enumerate(synth.FriedmanDrift(seed=3).take(150))]
+    datasets.append("friedman", rows[:100], T0)
+    artifacts = ArtifactStore(tmp_path / "artifacts", signer=TRAINING_KEY)
+    learner = OnlineLearner(MODEL, spec, datasets, artifacts, TRAINING_KEY, tmp_path / "s")
+    learner.catch_up()
+    run = learner.snapshot(None)
+    assert run is not None and run.metric == "mae" and run.metrics["mae"] > 0
+    datasets.append("friedman", rows[100:], T0)
+    again = OnlineLearner(MODEL, spec, datasets, artifacts, TRAINING_KEY, tmp_path / "s")
+    again.restore()
+    again.catch_up()
+    learner.catch_up()
+    assert [o.predicted for o in again.window] == [o.predicted for o in learner.window]
+
+
 def test_a_published_snapshot_is_not_published_again(harness: Harness) -> None:
     learner = harness.learner()
     run = harness.stream_through(learner, sea_stream(200))[0]
