@@ -47,7 +47,7 @@ from services.training.handlers import code_version
 from services.training.intake import safe_name
 from shared.artifacts import ArtifactStore
 from shared.datasets import DatasetStore, Snapshot
-from shared.errors import DriftloopError
+from shared.errors import ArtifactIntegrityError, ArtifactNotFound, SnapshotNotFound
 from shared.files import atomic_write
 from shared.pipelines import build_pipeline
 from shared.project import Project
@@ -234,19 +234,17 @@ class OnlineLearner:
         lineage = champion.lineage
         try:
             snapshot = self.datasets.open_snapshot(lineage.dataset, lineage.snapshot_id)
-        except DriftloopError:
+        except SnapshotNotFound:
             logger.warning("training snapshot of %s v%d not found; comparing on records "
                            "learned from now on", self.name, champion.version)
             return self.learned
-        if not snapshot.slices:
-            return 0
-        start = 0
-        last_digest, _, last_end = snapshot.slices[-1]
+        ends = {digest: end for digest, _, end in snapshot.slices}
+        start, newest = 0, 0  # the furthest log position of any slice, whatever their order
         for segment in self.datasets.segments(lineage.dataset):
-            if segment.digest == last_digest:
-                return start + last_end
+            if segment.digest in ends:
+                newest = start + ends.pop(segment.digest)
             start += segment.count
-        return self.learned
+        return self.learned if ends else newest
 
     # -- restart ----------------------------------------------------------------------------
 
@@ -259,7 +257,7 @@ class OnlineLearner:
             return None
         try:
             model = self.artifacts.load_model(state.artifact)
-        except DriftloopError as exc:  # tampered or missing: rebuild from the whole log
+        except (ArtifactIntegrityError, ArtifactNotFound) as exc:  # relearn the whole log
             logger.error("last snapshot of %s unusable (%s); relearning the dataset from its "
                          "start", self.name, exc)
             return None

@@ -22,7 +22,7 @@ from services.training.intake import safe_name
 from services.training.online import OnlineLearner
 from services.training.settings import TrainingSettings
 from shared.bus import Bus
-from shared.errors import DependencyUnavailable
+from shared.errors import ArtifactIntegrityError, ArtifactNotFound, DependencyUnavailable
 from shared.registry_client import fetch_champion
 from shared.service import Worker
 from shared.tracing import new_trace_id, trace_id_var
@@ -87,6 +87,12 @@ async def run_learner(bus: Bus, new_learner: Callable[[], OnlineLearner], regist
             except (DependencyUnavailable, OSError) as exc:
                 logger.warning("online learner %s waits on a dependency: %s", learner.name, exc)
                 pause = 2.0
+            except (ArtifactIntegrityError, ArtifactNotFound) as exc:
+                # the champion's artifact did not verify: no comparison, so no snapshot; the
+                # learner goes on learning and tries again (the registry may move on)
+                logger.error("online learner %s cannot score the champion: %s", learner.name,
+                             exc)
+                pause = 5.0
             if await _sleep(stopping, pause):
                 return
     finally:
