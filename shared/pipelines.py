@@ -36,10 +36,17 @@ ESTIMATORS: Mapping[str, type[Any]] = {
     "tree.HoeffdingAdaptiveTreeClassifier": tree.HoeffdingAdaptiveTreeClassifier,
     "tree.ExtremelyFastDecisionTreeClassifier": tree.ExtremelyFastDecisionTreeClassifier,
     "tree.HoeffdingTreeRegressor": tree.HoeffdingTreeRegressor,
+    "tree.HoeffdingAdaptiveTreeRegressor": tree.HoeffdingAdaptiveTreeRegressor,
     "forest.ARFClassifier": forest.ARFClassifier,
+    "forest.ARFRegressor": forest.ARFRegressor,
+    "forest.AMFClassifier": forest.AMFClassifier,
+    "forest.AMFRegressor": forest.AMFRegressor,
+    "forest.OXTRegressor": forest.OXTRegressor,
     "neighbors.KNNClassifier": neighbors.KNNClassifier,
 }
-"""Estimators a pipeline step may name."""
+"""Estimators a pipeline step may name. The adaptive ones (ARF, Hoeffding adaptive trees,
+Mondrian forests, online extra trees) suit online learners: each is built from scalar
+parameters and a seed, with no nested model to declare."""
 
 OPTIMIZERS: Mapping[str, type[Any]] = {"optim.SGD": optim.SGD, "optim.Adam": optim.Adam}
 """Optimisers a linear model's `optimizer` parameter may name (with a `lr`)."""

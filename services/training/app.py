@@ -1,5 +1,5 @@
-"""The training service's app: health and metrics, its two consumers and the worker that
-trains parked requests."""
+"""The training service's app: health and metrics, its two consumers, the worker that
+trains parked requests, and one online learner per model that declares one."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from services.training.consumers import (
     validated_handler,
 )
 from services.training.handlers import Trainer
+from services.training.online_runner import online_workers
 from services.training.routes import build_router
 from services.training.settings import TrainingSettings
 from shared.artifacts import ArtifactStore
@@ -43,6 +44,8 @@ def create_app(settings: TrainingSettings) -> FastAPI:
         runtime.spawn("training.requests", requests.run)
         runtime.spawn("data.validated", validated.run)
         runtime.spawn("train-parked", worker)
+        for name, learner in online_workers(runtime.bus, trainer, settings).items():
+            runtime.spawn(name, learner)
         runtime.checks["consumers_assigned"] = lambda: (requests.assigned.is_set()
                                                         and validated.assigned.is_set())
 

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 from river import metrics
 
+from contracts.base import FeatureValue
 from contracts.events import BinnedDistribution, RecordValidated
+from shared.project import DatasetSpec, ValueType
 
 CLASSIFICATION_METRICS = {"accuracy": metrics.Accuracy, "f1": metrics.MacroF1}
 REGRESSION_METRICS = {"mae": metrics.MAE, "rmse": metrics.RMSE, "r2": metrics.R2}
@@ -17,18 +19,30 @@ REGRESSION_METRICS = {"mae": metrics.MAE, "rmse": metrics.RMSE, "r2": metrics.R2
 
 def score(model: Any, holdout: Sequence[RecordValidated], task: str) -> dict[str, float]:
     """Metrics of `model` on `holdout`, predicting each record before seeing its label."""
+    return score_predictions([(r.label, model.predict_one(r.features)) for r in holdout], task)
+
+
+def score_predictions(outcomes: Sequence[tuple[FeatureValue, Any]], task: str) -> dict[str, float]:
+    """Metrics of (label, prediction) pairs made before each label was seen: a holdout's, or
+    an online learner's test-then-train outcomes. A None prediction (no opinion yet) counts
+    in `holdout_size` only."""
     table: dict[str, Callable[[], Any]] = dict(
         CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS)
     trackers = {name: factory() for name, factory in table.items()}
-    for record in holdout:
-        predicted = model.predict_one(record.features)
+    for label, predicted in outcomes:
         if predicted is None:
             continue
         for tracker in trackers.values():
-            tracker.update(record.label, predicted)
+            tracker.update(label, predicted)
     values = {name: float(tracker.get()) for name, tracker in trackers.items()}
-    values["holdout_size"] = float(len(holdout))
+    values["holdout_size"] = float(len(outcomes))
     return {k: (0.0 if math.isnan(v) else v) for k, v in values.items()}
+
+
+def numeric_features(spec: DatasetSpec) -> list[str]:
+    """The dataset's numeric features: those a reference profile bins."""
+    return [name for name, feature in spec.features.items()
+            if feature.type in (ValueType.FLOAT, ValueType.INT)]
 
 
 def profile(records: Sequence[RecordValidated], features: Sequence[str],

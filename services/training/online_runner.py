@@ -1,0 +1,113 @@
+"""The Kafka edge of an online learner: tail the dataset store, ask the registry for the
+champion when a snapshot is due, publish the signed snapshot on models.trained.
+
+One task per online model. A lock file under training's state directory keeps it the only
+writer of that model's learner, even when a second training process is started on the same
+data directory (the lock dies with its process, so a killed learner never blocks the next).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from contracts.events import ModelTrained
+from contracts.topics import Topic
+from services.training.handlers import Trainer
+from services.training.intake import safe_name
+from services.training.online import OnlineLearner
+from services.training.settings import TrainingSettings
+from shared.bus import Bus
+from shared.errors import ArtifactIntegrityError, ArtifactNotFound, DependencyUnavailable
+from shared.registry_client import fetch_champion
+from shared.service import Worker
+from shared.tracing import new_trace_id, trace_id_var
+
+logger = logging.getLogger(__name__)
+
+
+def online_workers(bus: Bus, trainer: Trainer, settings: TrainingSettings) -> dict[str, Worker]:
+    """One worker per model that declares `[models.X.online]`, by task name."""
+
+    def worker(name: str) -> Worker:
+        def new_learner() -> OnlineLearner:
+            return OnlineLearner(name, trainer.project, trainer.datasets, trainer.artifacts,
+                                 trainer.signer, settings.data_dir / "training" / "online")
+
+        async def work(stopping: asyncio.Event) -> None:
+            await run_learner(bus, new_learner, settings.registry_url, stopping)
+
+        return work
+
+    return {f"online-{name}": worker(name) for name, spec in trainer.project.models.items()
+            if spec.online is not None}
+
+
+def take_lock(path: Path) -> int | None:
+    """An exclusive lock held as long as the returned descriptor is open; None if taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+async def run_learner(bus: Bus, new_learner: Callable[[], OnlineLearner], registry_url: str,
+                      stopping: asyncio.Event, poll_seconds: float = 0.25) -> None:
+    """Learn and snapshot until `stopping`; a fresh learner (restored from its last snapshot)
+    each time the worker (re)starts, so a crash mid-step never leaves half a state."""
+    learner = new_learner()
+    lock = take_lock(learner.state_path.with_name(f"{safe_name(learner.name)}.lock"))
+    while lock is None:
+        logger.warning("another process learns %s online; waiting for its lock", learner.name)
+        if await _sleep(stopping, 5.0):
+            return
+        lock = take_lock(learner.state_path.with_name(f"{safe_name(learner.name)}.lock"))
+    try:
+        pending = await asyncio.to_thread(learner.restore)
+        while not stopping.is_set():
+            pause = poll_seconds
+            try:
+                if pending is not None:
+                    await _publish(bus, learner, pending)
+                    pending = None
+                await asyncio.to_thread(learner.catch_up)
+                if learner.due():
+                    trace_id_var.set(new_trace_id())  # one trace per snapshot, to its swap
+                    champion = await fetch_champion(registry_url, learner.name)
+                    pending = await asyncio.to_thread(learner.snapshot, champion)
+                    continue  # publish it at once
+            except (DependencyUnavailable, OSError) as exc:
+                logger.warning("online learner %s waits on a dependency: %s", learner.name, exc)
+                pause = 2.0
+            except (ArtifactIntegrityError, ArtifactNotFound) as exc:
+                # the champion's artifact did not verify: no comparison, so no snapshot; the
+                # learner goes on learning and tries again (the registry may move on)
+                logger.error("online learner %s cannot score the champion: %s", learner.name,
+                             exc)
+                pause = 5.0
+            if await _sleep(stopping, pause):
+                return
+    finally:
+        os.close(lock)
+
+
+async def _publish(bus: Bus, learner: OnlineLearner, run: ModelTrained) -> None:
+    await bus.publish(Topic.MODELS_TRAINED, run, key=run.model, ce_id=run.run_id)
+    await asyncio.to_thread(learner.published, run)
+
+
+async def _sleep(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` or until stopping; True when stopping."""
+    try:
+        await asyncio.wait_for(stopping.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
