@@ -61,6 +61,10 @@ class ModelWatch:
     retrain_in_flight: str | None = None
     """Request id of the drift retrain awaiting a registry decision."""
     last_retrain_at: float = float("-inf")
+    labeled: int = 0
+    """Labeled predictions of the model seen (any version): the clock of sample cooldowns."""
+    last_retrain_labeled: int | None = None
+    """`labeled` when the last drift retrain was requested."""
     drift: DriftSignal | None = None
     """The signal that raised the firing concept-drift alert: where its retrain windows start."""
     attempts: int = 0
@@ -163,6 +167,7 @@ class Monitor:
 
     def _labeled(self, watch: ModelWatch, prediction: Predicted,
                  label: LabeledPair) -> list[Action]:
+        watch.labeled += 1
         if prediction.version != watch.concept.version or watch.spec.task != "classification":
             return []
         signal = watch.concept.update(prediction.prediction != label.label, label.ingested_at)
@@ -182,8 +187,16 @@ class Monitor:
         return (firing is not None and watch.drift is not None
                 and watch.drift.version == watch.concept.version
                 and watch.retrain_in_flight is None and policy.retrain_on_drift
-                and self.clock() - watch.last_retrain_at >= policy.retrain_cooldown_seconds
-                and watch.concept.still_high())
+                and self._cooled_down(watch) and watch.concept.still_high())
+
+    def _cooled_down(self, watch: ModelWatch) -> bool:
+        """Both cooldowns passed since the last drift retrain: the one in seconds and the one
+        in labeled predictions (which guards against flapping the same way at any rate)."""
+        policy = watch.spec.policy
+        if self.clock() - watch.last_retrain_at < policy.retrain_cooldown_seconds:
+            return False
+        return (watch.last_retrain_labeled is None
+                or watch.labeled - watch.last_retrain_labeled >= policy.retrain_cooldown_samples)
 
     def _concept_drift(self, watch: ModelWatch, signal: DriftSignal) -> list[Action]:
         actions: list[Action] = []
@@ -225,7 +238,7 @@ class Monitor:
             watch.previous = {"request_id": watch.retrain_in_flight, "outcome": "no decision"}
             watch.retrain_in_flight = None
         if (not policy.retrain_on_drift or watch.retrain_in_flight is not None
-                or now - watch.last_retrain_at < policy.retrain_cooldown_seconds):
+                or not self._cooled_down(watch)):
             return []
         watch.attempts += 1
         evidence: dict[str, Any] = {
@@ -246,7 +259,7 @@ class Monitor:
                            "to %d records", watch.name, watch.attempts, firing.alert.alert_id,
                            watch.previous, request.window.last)
         watch.retrain_in_flight = request.request_id
-        watch.last_retrain_at = now
+        watch.last_retrain_at, watch.last_retrain_labeled = now, watch.labeled
         return [request]
 
     def _maybe_resolve(self, watch: ModelWatch) -> list[Action]:
