@@ -28,6 +28,7 @@ from contracts.events import (
 )
 from services.monitoring.concept import ConceptWatch, DriftSignal
 from services.monitoring.data_drift import DataDriftWatch
+from services.monitoring.incident import FiringAlert
 from services.monitoring.join import LabeledPair, LabelJoin, Predicted
 from shared.errors import InvalidInput
 from shared.project import ModelSpec, Project
@@ -36,13 +37,6 @@ from shared.records import check_number, describe
 logger = logging.getLogger(__name__)
 
 Action = AlertRaised | TrainingRequested
-
-
-@dataclass
-class FiringAlert:
-    alert: AlertRaised
-    baseline_error: float = 0.0
-    error_at_fire: float = 0.0
 
 
 @dataclass
@@ -65,12 +59,6 @@ class ModelWatch:
     """Labeled predictions of the model seen (any version): the clock of sample cooldowns."""
     last_retrain_labeled: int | None = None
     """`labeled` when the last drift retrain was requested."""
-    drift: DriftSignal | None = None
-    """The signal that raised the firing concept-drift alert: where its retrain windows start."""
-    attempts: int = 0
-    """Retrains requested for the firing concept-drift alert."""
-    previous: dict[str, str] | None = None
-    """The last of those requests and how it ended (rejected, no decision)."""
     decision_sequence: int = 0
     """Newest registry decision seen: an older one (history re-read, or a replay) is ignored."""
 
@@ -129,7 +117,10 @@ class Monitor:
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.REJECTED)
                 and event.request_id is not None and event.request_id == watch.retrain_in_flight):
             watch.retrain_in_flight = None
-            watch.previous = {"request_id": event.request_id, "outcome": event.action.value}
+            firing = watch.firing.get("concept_drift")
+            if firing is not None:
+                firing.previous = {"request_id": event.request_id,
+                                   "outcome": event.action.value}
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.ROLLED_BACK)
                 and event.champion_version == event.version):
             return self.on_champion(event.model, event.version, event.reference_profile,
@@ -184,8 +175,8 @@ class Monitor:
         decision is taken again (a detector does not fire twice on a stationary high error,
         and a request refused by the cooldown or a rejected candidate must not end the loop)."""
         firing, policy = watch.firing.get("concept_drift"), watch.spec.policy
-        return (firing is not None and watch.drift is not None
-                and watch.drift.version == watch.concept.version
+        return (firing is not None and firing.drift is not None
+                and firing.drift.version == watch.concept.version
                 and watch.retrain_in_flight is None and policy.retrain_on_drift
                 and self._cooled_down(watch) and watch.concept.still_high())
 
@@ -216,18 +207,19 @@ class Monitor:
                          "If the candidate is rejected, inspect the data and the registry's "
                          "audit log."))
             watch.firing["concept_drift"] = FiringAlert(raised, signal.baseline_error,
-                                                        signal.recent_error)
+                                                        signal.recent_error, signal)
             actions.append(self._remember(raised))
-            watch.drift, watch.attempts, watch.previous = signal, 0, None
         return actions + self._request_retrain(watch)
 
     def _request_retrain(self, watch: ModelWatch) -> list[Action]:
         """A drift retrain for the firing alert, unless one is in flight or the cooldown has
         not passed. Each further try for the same drift (the last candidate was rejected, or
         had no decision) takes a window as many times larger as tries were made, from the
-        same change point, and says in its evidence what happened to the previous one."""
+        same change point, says in its evidence what happened to the previous one, and
+        re-publishes the alert with the same news: on-call sees what the loop did."""
         policy = watch.spec.policy
-        firing, signal = watch.firing.get("concept_drift"), watch.drift
+        firing = watch.firing.get("concept_drift")
+        signal = None if firing is None else firing.drift
         if firing is None or signal is None:
             return []
         now = self.clock()
@@ -235,32 +227,35 @@ class Monitor:
                 and now - watch.last_retrain_at > policy.retrain_timeout_seconds):
             logger.warning("retrain %s of %s had no decision after %.0fs; presumed lost",
                            watch.retrain_in_flight, watch.name, policy.retrain_timeout_seconds)
-            watch.previous = {"request_id": watch.retrain_in_flight, "outcome": "no decision"}
+            firing.previous = {"request_id": watch.retrain_in_flight, "outcome": "no decision"}
             watch.retrain_in_flight = None
         if (not policy.retrain_on_drift or watch.retrain_in_flight is not None
                 or not self._cooled_down(watch)):
             return []
-        watch.attempts += 1
+        firing.attempts += 1
         evidence: dict[str, Any] = {
             "alert_id": firing.alert.alert_id, "version": signal.version,
             "baseline_error": signal.baseline_error,
-            "recent_error": watch.concept.recent_error, "attempt": watch.attempts}
-        if watch.previous is not None:
-            evidence["previous"] = watch.previous
+            "recent_error": watch.concept.recent_error, "attempt": firing.attempts}
+        if firing.previous is not None:
+            evidence["previous"] = firing.previous
         request = TrainingRequested(
             request_id=f"drift-{uuid.uuid4().hex[:12]}", model=watch.name,
             reason=TrainingReason.DRIFT,
             window=DataWindow(since=signal.since,
-                              last=policy.retrain_max_records * watch.attempts,
+                              last=policy.retrain_max_records * firing.attempts,
                               min_records=policy.retrain_min_records),
             evidence=evidence, requested_by="monitoring")
-        if watch.attempts > 1:
-            logger.warning("%s: retrain attempt %d for alert %s (previous: %s), window of up "
-                           "to %d records", watch.name, watch.attempts, firing.alert.alert_id,
-                           watch.previous, request.window.last)
         watch.retrain_in_flight = request.request_id
         watch.last_retrain_at, watch.last_retrain_labeled = now, watch.labeled
-        return [request]
+        if firing.attempts == 1:
+            return [request]
+        logger.warning("%s: retrain attempt %d for alert %s (previous: %s), window of up "
+                       "to %d records", watch.name, firing.attempts, firing.alert.alert_id,
+                       firing.previous, request.window.last)
+        update = firing.revise(attempts=firing.attempts, last_request_id=request.request_id,
+                               previous=firing.previous, error_now=evidence["recent_error"])
+        return [request, self._remember(update)]
 
     def _maybe_resolve(self, watch: ModelWatch) -> list[Action]:
         firing = watch.firing.get("concept_drift")
