@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from contracts.events import (
 )
 from services.monitoring.concept import ConceptWatch, DriftSignal
 from services.monitoring.data_drift import DataDriftWatch
-from services.monitoring.incident import FiringAlert
+from services.monitoring.incident import DriftIncident, FiringAlert
 from services.monitoring.join import LabeledPair, LabelJoin, Predicted
 from shared.errors import InvalidInput
 from shared.project import ModelSpec, Project
@@ -50,8 +51,6 @@ class ModelWatch:
     firing: dict[str, FiringAlert] = field(default_factory=dict)
     expected_error: float | None = None
     """Error rate the serving version showed on its holdout: what "normal" means for it."""
-    replaced_error: float | None = None
-    """Recent error rate of the version the current one replaced, when it was replaced."""
     retrain_in_flight: str | None = None
     """Request id of the drift retrain awaiting a registry decision."""
     last_retrain_at: float = float("-inf")
@@ -95,8 +94,6 @@ class Monitor:
             watch.decision_sequence = max(watch.decision_sequence, sequence)
         if watch.concept.version == version:
             return []
-        if watch.concept.recent:
-            watch.replaced_error = sum(watch.concept.recent) / len(watch.concept.recent)
         watch.concept.reset(version)
         watch.data.set_reference(reference)
         accuracy = metrics.get("accuracy")
@@ -117,7 +114,7 @@ class Monitor:
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.REJECTED)
                 and event.request_id is not None and event.request_id == watch.retrain_in_flight):
             watch.retrain_in_flight = None
-            firing = watch.firing.get("concept_drift")
+            firing = self._incident(watch)
             if firing is not None:
                 firing.previous = {"request_id": event.request_id,
                                    "outcome": event.action.value}
@@ -159,9 +156,15 @@ class Monitor:
     def _labeled(self, watch: ModelWatch, prediction: Predicted,
                  label: LabeledPair) -> list[Action]:
         watch.labeled += 1
-        if prediction.version != watch.concept.version or watch.spec.task != "classification":
+        if watch.spec.task != "classification":
             return []
-        signal = watch.concept.update(prediction.prediction != label.label, label.ingested_at)
+        error = float(prediction.prediction != label.label)
+        incident = self._incident(watch)
+        if incident is not None and prediction.version > incident.version:
+            incident.after.append(error)
+        if prediction.version != watch.concept.version:
+            return []
+        signal = watch.concept.update(error, label.ingested_at)
         actions: list[Action] = []
         if signal is not None:
             actions += self._concept_drift(watch, signal)
@@ -170,11 +173,16 @@ class Monitor:
         actions += self._maybe_resolve(watch)
         return actions
 
+    @staticmethod
+    def _incident(watch: ModelWatch) -> DriftIncident | None:
+        firing = watch.firing.get("concept_drift")
+        return firing if isinstance(firing, DriftIncident) else None
+
     def _retrain_due(self, watch: ModelWatch) -> bool:
         """While the alert fires for the serving version and its error stays high, the retrain
         decision is taken again (a detector does not fire twice on a stationary high error,
         and a request refused by the cooldown or a rejected candidate must not end the loop)."""
-        firing, policy = watch.firing.get("concept_drift"), watch.spec.policy
+        firing, policy = self._incident(watch), watch.spec.policy
         return (firing is not None and firing.drift is not None
                 and firing.drift.version == watch.concept.version
                 and watch.retrain_in_flight is None and policy.retrain_on_drift
@@ -190,25 +198,35 @@ class Monitor:
                 or watch.labeled - watch.last_retrain_labeled >= policy.retrain_cooldown_samples)
 
     def _concept_drift(self, watch: ModelWatch, signal: DriftSignal) -> list[Action]:
+        """One alert per distinct drift. A signal of the version that drifted (or an older
+        one) belongs to the firing alert; a newer version's detector firing is a new drift:
+        the old alert is resolved as superseded and a new one fires."""
         actions: list[Action] = []
-        alert = watch.firing.get("concept_drift")
-        if alert is None:
-            raised = AlertRaised(
-                alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
-                severity=Severity.CRITICAL, kind="concept_drift", model=watch.name,
-                summary=(f"{watch.name} v{signal.version} error rate rose from "
-                         f"{signal.baseline_error:.2f} to {signal.recent_error:.2f}"),
-                evidence={"version": signal.version, "baseline_error": signal.baseline_error,
-                          "recent_error": signal.recent_error, "samples": signal.samples,
-                          "detector": watch.spec.monitor.concept.detector,
-                          "change_width": signal.change_width,
-                          "drift_since": signal.since.isoformat()},
-                runbook=("A retrain on post-drift data was requested; follow models.lifecycle. "
-                         "If the candidate is rejected, inspect the data and the registry's "
-                         "audit log."))
-            watch.firing["concept_drift"] = FiringAlert(raised, signal.baseline_error,
-                                                        signal.recent_error, signal)
-            actions.append(self._remember(raised))
+        firing = self._incident(watch)
+        if firing is not None and signal.version <= firing.version:
+            return self._request_retrain(watch)
+        raised = AlertRaised(
+            alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
+            severity=Severity.CRITICAL, kind="concept_drift", model=watch.name,
+            summary=(f"{watch.name} v{signal.version} error rate rose from "
+                     f"{signal.baseline_error:.2f} to {signal.recent_error:.2f}"),
+            evidence={"version": signal.version, "baseline_error": signal.baseline_error,
+                      "recent_error": signal.recent_error, "samples": signal.samples,
+                      "detector": watch.spec.monitor.concept.detector,
+                      "change_width": signal.change_width,
+                      "drift_since": signal.since.isoformat()},
+            runbook=("A retrain on post-drift data was requested; follow models.lifecycle. "
+                     "If the candidate is rejected, inspect the data and the registry's "
+                     "audit log."))
+        if firing is not None:
+            actions.append(self._remember(firing.resolve(
+                f"{watch.name}: superseded by a new drift of v{signal.version} "
+                f"(alert {raised.alert_id})", superseded_by=raised.alert_id,
+                **self._after(watch, firing))))
+        watch.firing["concept_drift"] = DriftIncident(
+            raised, drift=signal,
+            after=deque(maxlen=watch.spec.monitor.recovery_samples))
+        actions.append(self._remember(raised))
         return actions + self._request_retrain(watch)
 
     def _request_retrain(self, watch: ModelWatch) -> list[Action]:
@@ -218,7 +236,7 @@ class Monitor:
         same change point, says in its evidence what happened to the previous one, and
         re-publishes the alert with the same news: on-call sees what the loop did."""
         policy = watch.spec.policy
-        firing = watch.firing.get("concept_drift")
+        firing = self._incident(watch)
         signal = None if firing is None else firing.drift
         if firing is None or signal is None:
             return []
@@ -258,29 +276,31 @@ class Monitor:
         return [request, self._remember(update)]
 
     def _maybe_resolve(self, watch: ModelWatch) -> list[Action]:
-        firing = watch.firing.get("concept_drift")
-        concept = watch.concept
-        if (firing is None or concept.version is None
-                or concept.version <= int(firing.alert.evidence["version"])
-                or concept.samples < watch.spec.monitor.recovery_samples):
+        """The alert resolves when the model is back to what its own holdout promised: the
+        newer versions' errors over `recovery_samples` are within the tolerance of the
+        serving version's holdout error (of the pre-drift baseline when it has none)."""
+        firing = self._incident(watch)
+        if firing is None or firing.drift is None:
             return []
-        # Back to normal: the new version errs clearly less than the one it replaced did,
-        # and no more than before the drift or than its own holdout promised (a drifted
-        # concept may simply be harder than the old one).
-        now_error = concept.error_rate
-        tolerance = watch.spec.monitor.concept.min_error_increase
-        normal = max(firing.baseline_error, watch.expected_error or 0.0)
-        replaced = watch.replaced_error if watch.replaced_error is not None else 1.0
-        if now_error > normal + tolerance or now_error > replaced - tolerance:
+        error = firing.recovered_error()
+        expected = (watch.expected_error if watch.expected_error is not None
+                    else firing.drift.baseline_error)
+        if error is None or error > watch.concept.ceiling(expected):
             return []
         del watch.firing["concept_drift"]
-        resolved = firing.alert.model_copy(update={
-            "status": AlertStatus.RESOLVED, "at": utcnow(),
-            "summary": (f"{watch.name} v{concept.version} error rate {now_error:.2f} "
-                        f"(was {firing.error_at_fire:.2f} when the alert fired)"),
-            "evidence": {**firing.alert.evidence, "resolved_by_version": concept.version,
-                         "error_after": now_error, "samples_after": concept.samples}})
+        resolved = firing.resolve(
+            f"{watch.name} v{watch.concept.version} error rate {error:.2f}, as its holdout "
+            f"promised ({expected:.2f}; {firing.drift.recent_error:.2f} when the alert fired)",
+            resolved_by_version=watch.concept.version, expected_error=expected,
+            **self._after(watch, firing))
         return [self._remember(resolved)]
+
+    @staticmethod
+    def _after(watch: ModelWatch, firing: DriftIncident) -> dict[str, Any]:
+        """What the newer versions did, for the alert's last word."""
+        error = (sum(firing.after) / len(firing.after)) if firing.after else None
+        return {"error_after": error, "samples_after": len(firing.after),
+                "attempts": firing.attempts}
 
     def _data_drift(self, watch: ModelWatch, scores: dict[str, float]) -> list[Action]:
         threshold = watch.spec.monitor.data.psi_threshold

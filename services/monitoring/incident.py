@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.base import utcnow
@@ -12,17 +13,9 @@ from services.monitoring.concept import DriftSignal
 
 @dataclass
 class FiringAlert:
-    """One firing alert. A concept-drift alert also carries its drift and its retrains."""
+    """One firing alert, as on-call last saw it."""
 
     alert: AlertRaised
-    baseline_error: float = 0.0
-    error_at_fire: float = 0.0
-    drift: DriftSignal | None = None
-    """The signal that raised it: where its retrain windows start."""
-    attempts: int = 0
-    """Retrains requested for it."""
-    previous: dict[str, str] | None = None
-    """The last of those requests and how it ended (rejected, no decision)."""
     updates: int = 0
     """Times the alert was re-published while firing."""
 
@@ -48,3 +41,31 @@ def alert_event_id(alert: AlertRaised) -> str:
     update = alert.evidence.get("update")
     base = f"{alert.alert_id}/{alert.status.value}"
     return f"{base}/{update}" if isinstance(update, int) and update else base
+
+
+@dataclass
+class DriftIncident(FiringAlert):
+    """A firing concept-drift alert: the drift that raised it, the retrains it asked for, and
+    the errors of the versions that came after the drifted one."""
+
+    drift: DriftSignal | None = None
+    """The signal that raised it: its version, and where retrain windows start."""
+    attempts: int = 0
+    """Retrains requested for it."""
+    previous: dict[str, str] | None = None
+    """The last of those requests and how it ended (rejected, no decision)."""
+    after: deque[float] = field(default_factory=deque)
+    """Errors of the newest labeled predictions of versions newer than the drifted one
+    (bounded by `recovery_samples`). Counted over versions, not per version, so an online
+    learner's snapshots every few hundred records can still resolve it."""
+
+    @property
+    def version(self) -> int:
+        """The version that drifted."""
+        return int(self.alert.evidence["version"])
+
+    def recovered_error(self) -> float | None:
+        """Mean error of the newer versions over `recovery_samples`, once that many came."""
+        if self.after.maxlen is None or len(self.after) < self.after.maxlen:
+            return None
+        return sum(self.after) / len(self.after)
