@@ -31,6 +31,7 @@ from services.monitoring.concept import ConceptWatch, DriftSignal
 from services.monitoring.data_drift import DataDriftWatch
 from services.monitoring.incident import DriftIncident, FiringAlert
 from services.monitoring.join import LabeledPair, LabelJoin, Predicted
+from services.monitoring.metrics import SWAP_LATENCY_SAMPLES, SWAP_LATENCY_SECONDS
 from shared.errors import InvalidInput
 from shared.project import ModelSpec, Project
 from shared.records import check_number, describe
@@ -54,6 +55,8 @@ class ModelWatch:
     retrain_in_flight: str | None = None
     """Request id of the drift retrain awaiting a registry decision."""
     last_retrain_at: float = float("-inf")
+    predicted: int = 0
+    """Predictions of the model seen (any version): the clock of swap latency in samples."""
     labeled: int = 0
     """Labeled predictions of the model seen (any version): the clock of sample cooldowns."""
     last_retrain_labeled: int | None = None
@@ -132,6 +135,14 @@ class Monitor:
         if watch is None:
             return []
         _check_numbers(event)
+        watch.predicted += 1
+        incident = self._incident(watch)
+        if incident is not None and not incident.swapped and event.version > incident.version:
+            seconds, samples = incident.swap(event.version, self.clock(), watch.predicted - 1)
+            SWAP_LATENCY_SECONDS.labels(watch.name).set(seconds)
+            SWAP_LATENCY_SAMPLES.labels(watch.name).set(samples)
+            logger.info("%s: v%d answers %.1fs and %d predictions after the alarm",
+                        watch.name, event.version, seconds, samples)
         actions: list[Action] = []
         scores = watch.data.update(event.features)
         if scores:
@@ -224,8 +235,8 @@ class Monitor:
                 f"(alert {raised.alert_id})", superseded_by=raised.alert_id,
                 **self._after(watch, firing))))
         watch.firing["concept_drift"] = DriftIncident(
-            raised, drift=signal,
-            after=deque(maxlen=watch.spec.monitor.recovery_samples))
+            raised, drift=signal, after=deque(maxlen=watch.spec.monitor.recovery_samples),
+            fired_at=self.clock(), predicted_at_fire=watch.predicted)
         actions.append(self._remember(raised))
         return actions + self._request_retrain(watch)
 

@@ -59,6 +59,24 @@ class DriftIncident(FiringAlert):
     (bounded by `recovery_samples`). Counted over versions, not per version, so an online
     learner's snapshots every few hundred records can still resolve it."""
 
+    fired_at: float = 0.0
+    """Monitoring's clock at the alarm."""
+    predicted_at_fire: int = 0
+    """Predictions of the model seen at the alarm."""
+    swapped: bool = False
+    """A newer version has answered since the alarm (its swap latency is measured)."""
+
+    def swap(self, version: int, now: float, predicted: int) -> tuple[float, int]:
+        """The first prediction of a newer `version`: alarm → swap in seconds and in the
+        predictions served meanwhile, kept in the alert's evidence (the next word on-call
+        gets, an update or the resolution, carries it)."""
+        self.swapped = True
+        seconds, samples = now - self.fired_at, predicted - self.predicted_at_fire
+        self.alert = self.alert.model_copy(update={"evidence": {
+            **self.alert.evidence, "swap_latency_seconds": seconds,
+            "swap_latency_samples": samples, "swapped_to_version": version}})
+        return seconds, samples
+
     @property
     def version(self) -> int:
         """The version that drifted."""
