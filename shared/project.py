@@ -68,7 +68,11 @@ class ConceptDriftMonitor(_Spec):
     min_samples: int = Field(default=100, ge=1)
     """Labeled predictions a version must have before its drift alarms count."""
     min_error_increase: float = Field(default=0.05, ge=0)
-    """An alarm counts only when the recent error rate rose by at least this much."""
+    """Classification: an alarm counts only when the recent error rate rose by at least this
+    much (and a drift alert resolves within this much of the holdout's error rate)."""
+    min_relative_increase: float = Field(default=0.25, ge=0)
+    """Regression: the same on the mean absolute residual, as a fraction of the level it
+    rose from (0.25: MAE 25% above the baseline), since residuals carry the target's unit."""
 
     @field_validator("detector")
     @classmethod

@@ -1,13 +1,20 @@
-"""Concept drift: a River detector on the 0/1 error stream of the serving version."""
+"""Concept drift: a River detector on the error stream of the serving version.
+
+The error of a labeled prediction is 0/1 for a classifier and the absolute residual
+|y − ŷ| for a regressor (ADWIN takes real values); "normal" is a level plus
+`min_error_increase` for the first, a level times 1 + `min_relative_increase` for the
+second, whose residuals carry the target's unit."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
+from contracts.base import FeatureValue
 from shared.pipelines import build_detector
 from shared.project import ConceptDriftMonitor
 
@@ -24,11 +31,36 @@ class DriftSignal:
     since: datetime
 
 
+def error_of(task: str, predicted: FeatureValue | None, label: FeatureValue) -> float | None:
+    """The error of one labeled prediction; None when a regressor's pair is not two numbers
+    (no opinion yet, or a label of another type): nothing to learn from it."""
+    if task != "regression":
+        return float(predicted != label)
+    if not (_number(predicted) and _number(label)):
+        return None
+    return abs(float(label) - float(predicted))  # type: ignore[arg-type]
+
+
+def expected_error(task: str, metrics: Mapping[str, float]) -> float | None:
+    """What a version's holdout promised: 1 − accuracy, or its MAE for a regressor."""
+    if task == "regression":
+        return metrics.get("mae")
+    accuracy = metrics.get("accuracy")
+    return None if accuracy is None else 1.0 - accuracy
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 class ConceptWatch:
     """Error statistics and detector of one model's current version."""
 
-    def __init__(self, spec: ConceptDriftMonitor) -> None:
+    def __init__(self, spec: ConceptDriftMonitor, task: str = "classification") -> None:
         self.spec = spec
+        self.task = task
+        self.measure = "mae" if task == "regression" else "error_rate"
+        """What the error statistics are, for alerts."""
         self.version: int | None = None
         self.reset(None)
 
@@ -68,6 +100,8 @@ class ConceptWatch:
 
     def ceiling(self, normal: float) -> float:
         """The highest error that still counts as `normal`: above it, errors "rose"."""
+        if self.task == "regression":
+            return normal * (1 + self.spec.min_relative_increase)
         return normal + self.spec.min_error_increase
 
     @property

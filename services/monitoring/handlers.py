@@ -27,7 +27,7 @@ from contracts.events import (
     TrainingReason,
     TrainingRequested,
 )
-from services.monitoring.concept import ConceptWatch, DriftSignal
+from services.monitoring.concept import ConceptWatch, DriftSignal, error_of, expected_error
 from services.monitoring.data_drift import DataDriftWatch
 from services.monitoring.incident import DriftIncident, FiringAlert
 from services.monitoring.join import LabeledPair, LabelJoin, Predicted
@@ -73,7 +73,8 @@ class Monitor:
                  max_pending_labels: int = 100_000) -> None:
         self.project = project
         self.clock = clock
-        self.watches = {name: ModelWatch(name, spec, ConceptWatch(spec.monitor.concept),
+        self.watches = {name: ModelWatch(name, spec,
+                                         ConceptWatch(spec.monitor.concept, spec.task),
                                          DataDriftWatch(spec.monitor.data))
                         for name, spec in project.models.items()}
         # The project says how many predictions its models need to keep waiting; the
@@ -99,8 +100,7 @@ class Monitor:
             return []
         watch.concept.reset(version)
         watch.data.set_reference(reference)
-        accuracy = metrics.get("accuracy")
-        watch.expected_error = None if accuracy is None else 1.0 - accuracy
+        watch.expected_error = expected_error(watch.spec.task, metrics)
         return []
 
     def on_lifecycle(self, event: ModelLifecycleChanged) -> list[Action]:
@@ -167,9 +167,9 @@ class Monitor:
     def _labeled(self, watch: ModelWatch, prediction: Predicted,
                  label: LabeledPair) -> list[Action]:
         watch.labeled += 1
-        if watch.spec.task != "classification":
+        error = error_of(watch.spec.task, prediction.prediction, label.label)
+        if error is None:
             return []
-        error = float(prediction.prediction != label.label)
         incident = self._incident(watch)
         if incident is not None and prediction.version > incident.version:
             incident.after.append(error)
@@ -219,10 +219,11 @@ class Monitor:
         raised = AlertRaised(
             alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
             severity=Severity.CRITICAL, kind="concept_drift", model=watch.name,
-            summary=(f"{watch.name} v{signal.version} error rate rose from "
+            summary=(f"{watch.name} v{signal.version} {_words(watch)} rose from "
                      f"{signal.baseline_error:.2f} to {signal.recent_error:.2f}"),
             evidence={"version": signal.version, "baseline_error": signal.baseline_error,
                       "recent_error": signal.recent_error, "samples": signal.samples,
+                      "measure": watch.concept.measure,
                       "detector": watch.spec.monitor.concept.detector,
                       "change_width": signal.change_width,
                       "drift_since": signal.since.isoformat()},
@@ -300,7 +301,7 @@ class Monitor:
             return []
         del watch.firing["concept_drift"]
         resolved = firing.resolve(
-            f"{watch.name} v{watch.concept.version} error rate {error:.2f}, as its holdout "
+            f"{watch.name} v{watch.concept.version} {_words(watch)} {error:.2f}, as its holdout "
             f"promised ({expected:.2f}; {firing.drift.recent_error:.2f} when the alert fired)",
             resolved_by_version=watch.concept.version, expected_error=expected,
             **self._after(watch, firing))
@@ -345,6 +346,10 @@ class Monitor:
         logger.warning("alert %s %s: %s", alert.status.value, alert.kind, alert.summary,
                        extra={"alert_id": alert.alert_id})
         return alert
+
+
+def _words(watch: ModelWatch) -> str:
+    return "mean absolute error" if watch.concept.measure == "mae" else "error rate"
 
 
 def _check_numbers(event: PredictionMade) -> None:
