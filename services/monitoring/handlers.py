@@ -10,59 +10,33 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.base import utcnow
 from contracts.events import (
     AlertRaised,
-    AlertStatus,
     BinnedDistribution,
     DataWindow,
     LifecycleAction,
     ModelLifecycleChanged,
     PredictionMade,
     RecordValidated,
-    Severity,
     TrainingReason,
     TrainingRequested,
 )
+from services.monitoring.alerts import concept_drift_alert, data_drift_alert, measure_words
 from services.monitoring.concept import ConceptWatch, DriftSignal, error_of, expected_error
-from services.monitoring.data_drift import DataDriftWatch
+from services.monitoring.data_drift import DataDriftWatch, FeatureShift
 from services.monitoring.incident import DriftIncident, FiringAlert
 from services.monitoring.join import LabeledPair, LabelJoin, Predicted
 from services.monitoring.metrics import SWAP_LATENCY_SAMPLES, SWAP_LATENCY_SECONDS
+from services.monitoring.watch import ModelWatch
 from shared.errors import InvalidInput
-from shared.project import ModelSpec, Project
+from shared.project import Project
 from shared.records import check_number, describe
 
 logger = logging.getLogger(__name__)
 
 Action = AlertRaised | TrainingRequested
-
-
-@dataclass
-class ModelWatch:
-    """Everything monitoring tracks for one model."""
-
-    name: str
-    spec: ModelSpec
-    concept: ConceptWatch
-    data: DataDriftWatch
-    firing: dict[str, FiringAlert] = field(default_factory=dict)
-    expected_error: float | None = None
-    """Error rate the serving version showed on its holdout: what "normal" means for it."""
-    retrain_in_flight: str | None = None
-    """Request id of the drift retrain awaiting a registry decision."""
-    last_retrain_at: float = float("-inf")
-    predicted: int = 0
-    """Predictions of the model seen (any version): the clock of swap latency in samples."""
-    labeled: int = 0
-    """Labeled predictions of the model seen (any version): the clock of sample cooldowns."""
-    last_retrain_labeled: int | None = None
-    """`labeled` when the last drift retrain was requested."""
-    decision_sequence: int = 0
-    """Newest registry decision seen: an older one (history re-read, or a replay) is ignored."""
 
 
 class Monitor:
@@ -117,7 +91,7 @@ class Monitor:
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.REJECTED)
                 and event.request_id is not None and event.request_id == watch.retrain_in_flight):
             watch.retrain_in_flight = None
-            firing = self._incident(watch)
+            firing = watch.incident()
             if firing is not None:
                 firing.previous = {"request_id": event.request_id,
                                    "outcome": event.action.value}
@@ -136,7 +110,7 @@ class Monitor:
             return []
         _check_numbers(event)
         watch.predicted += 1
-        incident = self._incident(watch)
+        incident = watch.incident()
         if incident is not None and not incident.swapped and event.version > incident.version:
             seconds, samples = incident.swap(event.version, self.clock(), watch.predicted - 1)
             SWAP_LATENCY_SECONDS.labels(watch.name).set(seconds)
@@ -144,9 +118,9 @@ class Monitor:
             logger.info("%s: v%d answers %.1fs and %d predictions after the alarm",
                         watch.name, event.version, seconds, samples)
         actions: list[Action] = []
-        scores = watch.data.update(event.features)
-        if scores:
-            actions += self._data_drift(watch, scores)
+        shifts = watch.data.update(event.features, watch.data_firing)
+        if shifts:
+            actions += self._data_drift(watch, shifts)
         made = Predicted(watch.name, event.version, event.prediction)
         label = self.join.prediction(event.prediction_id, made)
         if label is not None:
@@ -170,7 +144,7 @@ class Monitor:
         error = error_of(watch.spec.task, prediction.prediction, label.label)
         if error is None:
             return []
-        incident = self._incident(watch)
+        incident = watch.incident()
         if incident is not None and prediction.version > incident.version:
             incident.after.append(error)
         if prediction.version != watch.concept.version:
@@ -184,52 +158,26 @@ class Monitor:
         actions += self._maybe_resolve(watch)
         return actions
 
-    @staticmethod
-    def _incident(watch: ModelWatch) -> DriftIncident | None:
-        firing = watch.firing.get("concept_drift")
-        return firing if isinstance(firing, DriftIncident) else None
-
     def _retrain_due(self, watch: ModelWatch) -> bool:
         """While the alert fires for the serving version and its error stays high, the retrain
         decision is taken again (a detector does not fire twice on a stationary high error,
         and a request refused by the cooldown or a rejected candidate must not end the loop)."""
-        firing, policy = self._incident(watch), watch.spec.policy
+        firing, policy = watch.incident(), watch.spec.policy
         return (firing is not None and firing.drift is not None
                 and firing.drift.version == watch.concept.version
                 and watch.retrain_in_flight is None and policy.retrain_on_drift
-                and self._cooled_down(watch) and watch.concept.still_high())
-
-    def _cooled_down(self, watch: ModelWatch) -> bool:
-        """Both cooldowns passed since the last drift retrain: the one in seconds and the one
-        in labeled predictions (which guards against flapping the same way at any rate)."""
-        policy = watch.spec.policy
-        if self.clock() - watch.last_retrain_at < policy.retrain_cooldown_seconds:
-            return False
-        return (watch.last_retrain_labeled is None
-                or watch.labeled - watch.last_retrain_labeled >= policy.retrain_cooldown_samples)
+                and watch.cooled_down(self.clock()) and watch.concept.still_high())
 
     def _concept_drift(self, watch: ModelWatch, signal: DriftSignal) -> list[Action]:
         """One alert per distinct drift. A signal of the version that drifted (or an older
         one) belongs to the firing alert; a newer version's detector firing is a new drift:
         the old alert is resolved as superseded and a new one fires."""
         actions: list[Action] = []
-        firing = self._incident(watch)
+        firing = watch.incident()
         if firing is not None and signal.version <= firing.version:
             return self._request_retrain(watch)
-        raised = AlertRaised(
-            alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
-            severity=Severity.CRITICAL, kind="concept_drift", model=watch.name,
-            summary=(f"{watch.name} v{signal.version} {_words(watch)} rose from "
-                     f"{signal.baseline_error:.2f} to {signal.recent_error:.2f}"),
-            evidence={"version": signal.version, "baseline_error": signal.baseline_error,
-                      "recent_error": signal.recent_error, "samples": signal.samples,
-                      "measure": watch.concept.measure,
-                      "detector": watch.spec.monitor.concept.detector,
-                      "change_width": signal.change_width,
-                      "drift_since": signal.since.isoformat()},
-            runbook=("A retrain on post-drift data was requested; follow models.lifecycle. "
-                     "If the candidate is rejected, inspect the data and the registry's "
-                     "audit log."))
+        raised = concept_drift_alert(watch.name, signal, watch.concept.measure,
+                                     watch.spec.monitor)
         if firing is not None:
             actions.append(self._remember(firing.resolve(
                 f"{watch.name}: superseded by a new drift of v{signal.version} "
@@ -248,7 +196,7 @@ class Monitor:
         same change point, says in its evidence what happened to the previous one, and
         re-publishes the alert with the same news: on-call sees what the loop did."""
         policy = watch.spec.policy
-        firing = self._incident(watch)
+        firing = watch.incident()
         signal = None if firing is None else firing.drift
         if firing is None or signal is None:
             return []
@@ -260,7 +208,7 @@ class Monitor:
             firing.previous = {"request_id": watch.retrain_in_flight, "outcome": "no decision"}
             watch.retrain_in_flight = None
         if (not policy.retrain_on_drift or watch.retrain_in_flight is not None
-                or not self._cooled_down(watch)):
+                or not watch.cooled_down(self.clock())):
             return []
         firing.attempts += 1
         evidence: dict[str, Any] = {
@@ -291,7 +239,7 @@ class Monitor:
         """The alert resolves when the model is back to what its own holdout promised: the
         newer versions' errors over `recovery_samples` are within the tolerance of the
         serving version's holdout error (of the pre-drift baseline when it has none)."""
-        firing = self._incident(watch)
+        firing = watch.incident()
         if firing is None or firing.drift is None:
             return []
         error = firing.recovered_error()
@@ -301,8 +249,9 @@ class Monitor:
             return []
         del watch.firing["concept_drift"]
         resolved = firing.resolve(
-            f"{watch.name} v{watch.concept.version} {_words(watch)} {error:.2f}, as its holdout "
-            f"promised ({expected:.2f}; {firing.drift.recent_error:.2f} when the alert fired)",
+            f"{watch.name} v{watch.concept.version} {measure_words(watch.concept.measure)} "
+            f"{error:.2f}, as its holdout promised ({expected:.2f}; "
+            f"{firing.drift.recent_error:.2f} when the alert fired)",
             resolved_by_version=watch.concept.version, expected_error=expected,
             **self._after(watch, firing))
         return [self._remember(resolved)]
@@ -314,30 +263,24 @@ class Monitor:
         return {"error_after": error, "samples_after": len(firing.after),
                 "attempts": firing.attempts}
 
-    def _data_drift(self, watch: ModelWatch, scores: dict[str, float]) -> list[Action]:
-        threshold = watch.spec.monitor.data.psi_threshold
+    def _data_drift(self, watch: ModelWatch, shifts: list[FeatureShift]) -> list[Action]:
         actions: list[Action] = []
-        for feature, value in scores.items():
-            key = f"data_drift:{feature}"
+        for shift in shifts:
+            key = f"data_drift:{shift.feature}"
             firing = watch.firing.get(key)
-            if firing is None and value > threshold:
-                raised = AlertRaised(
-                    alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
-                    severity=Severity.WARNING, kind="data_drift", model=watch.name,
-                    summary=(f"input {feature!r} of {watch.name} drifted from its training "
-                             f"distribution (PSI {value:.2f} > {threshold:g})"),
-                    evidence={"feature": feature, "psi": value, "threshold": threshold,
-                              "window": watch.spec.monitor.data.window,
-                              "version": watch.concept.version},
-                    runbook=("Inputs changed; the model may still be right. Check upstream "
-                             "data; retraining happens only if errors rise."))
+            if firing is None and shift.drifted:
+                raised = data_drift_alert(watch.name, shift, watch.concept.version,
+                                          watch.spec.monitor)
                 watch.firing[key] = FiringAlert(raised)
+                watch.data_firing.add(shift.feature)
                 actions.append(self._remember(raised))
-            elif firing is not None and value < threshold / 2:
+            elif firing is not None and not shift.drifted:
                 del watch.firing[key]
-                actions.append(self._remember(firing.alert.model_copy(update={
-                    "status": AlertStatus.RESOLVED, "at": utcnow(),
-                    "evidence": {**firing.alert.evidence, "psi_now": value}})))
+                watch.data_firing.discard(shift.feature)
+                actions.append(self._remember(firing.resolve(
+                    f"input {shift.feature!r} of {watch.name} is back to its training "
+                    f"distribution (PSI {shift.psi:.2f} over its last {shift.samples} values)",
+                    psi_now=shift.psi)))
         return actions
 
     def _remember(self, alert: AlertRaised) -> AlertRaised:
@@ -346,10 +289,6 @@ class Monitor:
         logger.warning("alert %s %s: %s", alert.status.value, alert.kind, alert.summary,
                        extra={"alert_id": alert.alert_id})
         return alert
-
-
-def _words(watch: ModelWatch) -> str:
-    return "mean absolute error" if watch.concept.measure == "mae" else "error rate"
 
 
 def _check_numbers(event: PredictionMade) -> None:
