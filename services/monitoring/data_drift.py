@@ -133,12 +133,22 @@ class DataDriftWatch:
         self.windows: dict[str, tuple[SlidingHistogram, SlidingHistogram]] = {}
 
     def set_reference(self, reference: Mapping[str, BinnedDistribution]) -> None:
+        """A new version's training profile. A feature whose profile is unchanged keeps its
+        windows, and a version with no profile keeps the last one: an online learner's
+        snapshots come every few hundred predictions, and restarting each time would keep
+        the long window from ever filling."""
+        if not reference:
+            return
         watched = self.spec.features or list(reference)
+        previous, windows = self.reference, self.windows
         self.reference = {name: reference[name] for name in watched if name in reference}
         self.windows = {}
         for name, profile in self.reference.items():
             if len(profile.fractions) < 2:
                 continue  # one bin: nothing can move
+            if previous.get(name) == profile and name in windows:
+                self.windows[name] = windows[name]
+                continue
             expected = [max(f, _EPSILON) for f in profile.fractions]
             self.windows[name] = (SlidingHistogram(expected, self.spec.min_samples),
                                   SlidingHistogram(expected, self.spec.window))
