@@ -208,7 +208,7 @@ class Monitor:
             firing.previous = {"request_id": watch.retrain_in_flight, "outcome": "no decision"}
             watch.retrain_in_flight = None
         if (not policy.retrain_on_drift or watch.retrain_in_flight is not None
-                or not watch.cooled_down(self.clock())):
+                or not watch.cooled_down(now)):
             return []
         firing.attempts += 1
         evidence: dict[str, Any] = {
