@@ -13,6 +13,7 @@ from contracts.events import (
 )
 from contracts.topics import Topic
 from services.monitoring.handlers import Action, Monitor
+from services.monitoring.incident import alert_event_id
 from shared.bus import Bus
 from shared.consumer import BatchHandler, Delivery, Rejection, feed_each
 from shared.errors import PublishRefused, UndeclaredModel
@@ -26,7 +27,7 @@ async def publish_action(bus: Bus, action: Action, trace_id: str) -> None:
     """Publish a decision in the trace of the event that caused it."""
     if isinstance(action, AlertRaised):
         await bus.publish(Topic.ALERTS, action, key=action.model,
-                          ce_id=f"{action.alert_id}/{action.status}", trace_id=trace_id)
+                          ce_id=alert_event_id(action), trace_id=trace_id)
     else:
         await bus.publish(Topic.TRAINING_REQUESTS, action, key=action.model,
                           ce_id=action.request_id, trace_id=trace_id)

@@ -1,17 +1,33 @@
-"""Data drift: Population Stability Index of recent inputs against the training profile."""
+"""Data drift: each watched feature's recent inputs against its training profile, on every
+prediction.
+
+Per feature, sliding windows of bin indices (bins = the reference's edges) keep their
+counts, moved by one per prediction, and the per-bin terms of two scores, so a check is a
+sum over ~10 bins whatever the window: the Population Stability Index (how large the
+shift is) and the G statistic of a goodness-of-fit test against the reference fractions
+(how sure it is not noise). A feature drifts when, on a full window, both hold:
+PSI > `psi_threshold` *and* G beyond the chi-square quantile at `alpha`. `alpha` is tiny
+because the test is repeated on every prediction; PSI alone false-alarms on a short window
+(its noise is ~ bins / n). Two windows run per feature: `min_samples` (fast on a clear
+shift) and `window` (sensitive to a small one, and the one that says a drift is over: PSI
+below half the threshold).
+"""
 
 from __future__ import annotations
 
 import bisect
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from functools import cache
 
 from contracts.base import FeatureValue
 from contracts.events import BinnedDistribution
 from shared.project import DataDriftMonitor
 
 _EPSILON = 1e-4
+"""Floor of a fraction, so an empty bin scores a large but finite term."""
 
 
 def psi(reference: BinnedDistribution, values: list[float]) -> float:
@@ -28,31 +44,144 @@ def psi(reference: BinnedDistribution, values: list[float]) -> float:
     return score
 
 
+def chi2_sf(x: float, dof: int) -> float:
+    """P(χ²(dof) > x), in closed form (integer and half-integer gamma), without scipy."""
+    if x <= 0:
+        return 1.0
+    y = x / 2
+    if dof % 2 == 0:
+        term, total = 1.0, 1.0
+        for i in range(1, dof // 2):
+            term *= y / i
+            total += term
+        return min(1.0, math.exp(-y) * total)
+    total, term = math.erfc(math.sqrt(y)), math.sqrt(y) / math.gamma(1.5)
+    for i in range(1, (dof + 1) // 2):
+        total += math.exp(-y) * term
+        term *= y / (i + 0.5)
+    return min(1.0, total)
+
+
+@cache
+def chi2_isf(alpha: float, dof: int) -> float:
+    """The x with P(χ²(dof) > x) = alpha (bisection; computed once per pair)."""
+    low, high = 0.0, 10.0 * dof + 200.0
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if chi2_sf(middle, dof) > alpha else (low, middle)
+    return high
+
+
+class SlidingHistogram:
+    """The last `size` bin indices of one feature and their PSI and G terms per bin."""
+
+    def __init__(self, expected: list[float], size: int) -> None:
+        self.size = size
+        self.expected = expected
+        self.bins: deque[int] = deque()
+        self.counts = [0] * len(expected)
+        self.psi_terms = [self._psi_term(0, e) for e in expected]
+        self.g_terms = [0.0] * len(expected)
+
+    @property
+    def full(self) -> bool:
+        return len(self.bins) == self.size
+
+    def push(self, index: int) -> None:
+        self.bins.append(index)
+        self._move(index, 1)
+        if len(self.bins) > self.size:
+            self._move(self.bins.popleft(), -1)
+
+    def psi(self) -> float:
+        return sum(self.psi_terms)
+
+    def g(self) -> float:
+        """G = 2 Σ O · ln(O / E): the log-likelihood ratio against the reference."""
+        return sum(self.g_terms)
+
+    def _move(self, index: int, by: int) -> None:
+        self.counts[index] += by
+        count, expected = self.counts[index], self.expected[index]
+        self.psi_terms[index] = self._psi_term(count, expected)
+        self.g_terms[index] = (2 * count * math.log(count / (self.size * expected))
+                               if count else 0.0)
+
+    def _psi_term(self, count: int, expected: float) -> float:
+        actual = max(count / self.size, _EPSILON)
+        return (actual - expected) * math.log(actual / expected)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureShift:
+    """A watched feature that drifted, or settled back."""
+
+    feature: str
+    drifted: bool
+    psi: float
+    g: float
+    p_value: float
+    samples: int
+
+
 class DataDriftWatch:
-    """Recent values of watched features, compared with the reference every `window` inputs."""
+    """Per watched feature, sliding windows of recent inputs scored against the reference."""
 
     def __init__(self, spec: DataDriftMonitor) -> None:
         self.spec = spec
         self.reference: dict[str, BinnedDistribution] = {}
-        self.values: dict[str, deque[float]] = {}
-        self.seen = 0
+        self.windows: dict[str, tuple[SlidingHistogram, SlidingHistogram]] = {}
 
     def set_reference(self, reference: Mapping[str, BinnedDistribution]) -> None:
+        """A new version's training profile. A feature whose profile is unchanged keeps its
+        windows, and a version with no profile keeps the last one: an online learner's
+        snapshots come every few hundred predictions, and restarting each time would keep
+        the long window from ever filling."""
+        if not reference:
+            return
         watched = self.spec.features or list(reference)
+        previous, windows = self.reference, self.windows
         self.reference = {name: reference[name] for name in watched if name in reference}
-        self.values = {name: deque(maxlen=self.spec.window) for name in self.reference}
-        self.seen = 0
+        self.windows = {}
+        for name, profile in self.reference.items():
+            if len(profile.fractions) < 2:
+                continue  # one bin: nothing can move
+            if previous.get(name) == profile and name in windows:
+                self.windows[name] = windows[name]
+                continue
+            expected = [max(f, _EPSILON) for f in profile.fractions]
+            self.windows[name] = (SlidingHistogram(expected, self.spec.min_samples),
+                                  SlidingHistogram(expected, self.spec.window))
 
-    def update(self, features: Mapping[str, FeatureValue]) -> dict[str, float] | None:
-        """PSI per watched feature once a full window has passed since the last check."""
-        if not self.reference:
-            return None
-        for name, window in self.values.items():
+    def update(self, features: Mapping[str, FeatureValue],
+               firing: Collection[str]) -> list[FeatureShift]:
+        """Take one prediction's inputs; report each feature that drifted (not in `firing`)
+        or whose drift is over (in `firing`)."""
+        shifts: list[FeatureShift] = []
+        for name, (short, long) in self.windows.items():
             value = features.get(name)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                window.append(float(value))
-        self.seen += 1
-        if self.seen % self.spec.window:
-            return None
-        return {name: psi(self.reference[name], list(window))
-                for name, window in self.values.items() if len(window) == self.spec.window}
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            index = bisect.bisect_right(self.reference[name].edges, value)
+            short.push(index)
+            long.push(index)
+            if name in firing:
+                if long.full and long.psi() < self.spec.psi_threshold / 2 and not (
+                        self._drifted(short)):
+                    shifts.append(self._shift(name, long, drifted=False))
+                continue
+            for histogram in (short, long):
+                if self._drifted(histogram):
+                    shifts.append(self._shift(name, histogram, drifted=True))
+                    break
+        return shifts
+
+    def _drifted(self, histogram: SlidingHistogram) -> bool:
+        return (histogram.full and histogram.psi() > self.spec.psi_threshold
+                and histogram.g() > chi2_isf(self.spec.alpha, len(histogram.expected) - 1))
+
+    @staticmethod
+    def _shift(name: str, histogram: SlidingHistogram, drifted: bool) -> FeatureShift:
+        g = histogram.g()
+        return FeatureShift(name, drifted, histogram.psi(), g,
+                            chi2_sf(g, len(histogram.expected) - 1), histogram.size)

@@ -8,67 +8,35 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.base import utcnow
 from contracts.events import (
     AlertRaised,
-    AlertStatus,
     BinnedDistribution,
     DataWindow,
     LifecycleAction,
     ModelLifecycleChanged,
     PredictionMade,
     RecordValidated,
-    Severity,
     TrainingReason,
     TrainingRequested,
 )
-from services.monitoring.concept import ConceptWatch, DriftSignal
-from services.monitoring.data_drift import DataDriftWatch
+from services.monitoring.alerts import concept_drift_alert, data_drift_alert, measure_words
+from services.monitoring.concept import ConceptWatch, DriftSignal, error_of, expected_error
+from services.monitoring.data_drift import DataDriftWatch, FeatureShift
+from services.monitoring.incident import DriftIncident, FiringAlert
 from services.monitoring.join import LabeledPair, LabelJoin, Predicted
+from services.monitoring.metrics import SWAP_LATENCY_SAMPLES, SWAP_LATENCY_SECONDS
+from services.monitoring.watch import ModelWatch
 from shared.errors import InvalidInput
-from shared.project import ModelSpec, Project
+from shared.project import Project
 from shared.records import check_number, describe
 
 logger = logging.getLogger(__name__)
 
 Action = AlertRaised | TrainingRequested
-
-
-@dataclass
-class FiringAlert:
-    alert: AlertRaised
-    baseline_error: float = 0.0
-    error_at_fire: float = 0.0
-
-
-@dataclass
-class ModelWatch:
-    """Everything monitoring tracks for one model."""
-
-    name: str
-    spec: ModelSpec
-    concept: ConceptWatch
-    data: DataDriftWatch
-    firing: dict[str, FiringAlert] = field(default_factory=dict)
-    expected_error: float | None = None
-    """Error rate the serving version showed on its holdout: what "normal" means for it."""
-    replaced_error: float | None = None
-    """Recent error rate of the version the current one replaced, when it was replaced."""
-    retrain_in_flight: str | None = None
-    """Request id of the drift retrain awaiting a registry decision."""
-    last_retrain_at: float = float("-inf")
-    drift: DriftSignal | None = None
-    """The signal that raised the firing concept-drift alert: where its retrain windows start."""
-    attempts: int = 0
-    """Retrains requested for the firing concept-drift alert."""
-    previous: dict[str, str] | None = None
-    """The last of those requests and how it ended (rejected, no decision)."""
-    decision_sequence: int = 0
-    """Newest registry decision seen: an older one (history re-read, or a replay) is ignored."""
 
 
 class Monitor:
@@ -79,7 +47,8 @@ class Monitor:
                  max_pending_labels: int = 100_000) -> None:
         self.project = project
         self.clock = clock
-        self.watches = {name: ModelWatch(name, spec, ConceptWatch(spec.monitor.concept),
+        self.watches = {name: ModelWatch(name, spec,
+                                         ConceptWatch(spec.monitor.concept, spec.task),
                                          DataDriftWatch(spec.monitor.data))
                         for name, spec in project.models.items()}
         # The project says how many predictions its models need to keep waiting; the
@@ -103,12 +72,9 @@ class Monitor:
             watch.decision_sequence = max(watch.decision_sequence, sequence)
         if watch.concept.version == version:
             return []
-        if watch.concept.recent:
-            watch.replaced_error = sum(watch.concept.recent) / len(watch.concept.recent)
         watch.concept.reset(version)
         watch.data.set_reference(reference)
-        accuracy = metrics.get("accuracy")
-        watch.expected_error = None if accuracy is None else 1.0 - accuracy
+        watch.expected_error = expected_error(watch.spec.task, metrics)
         return []
 
     def on_lifecycle(self, event: ModelLifecycleChanged) -> list[Action]:
@@ -125,7 +91,10 @@ class Monitor:
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.REJECTED)
                 and event.request_id is not None and event.request_id == watch.retrain_in_flight):
             watch.retrain_in_flight = None
-            watch.previous = {"request_id": event.request_id, "outcome": event.action.value}
+            firing = watch.incident()
+            if firing is not None:
+                firing.previous = {"request_id": event.request_id,
+                                   "outcome": event.action.value}
         if (event.action in (LifecycleAction.PROMOTED, LifecycleAction.ROLLED_BACK)
                 and event.champion_version == event.version):
             return self.on_champion(event.model, event.version, event.reference_profile,
@@ -140,10 +109,18 @@ class Monitor:
         if watch is None:
             return []
         _check_numbers(event)
+        watch.predicted += 1
+        incident = watch.incident()
+        if incident is not None and not incident.swapped and event.version > incident.version:
+            seconds, samples = incident.swap(event.version, self.clock(), watch.predicted - 1)
+            SWAP_LATENCY_SECONDS.labels(watch.name).set(seconds)
+            SWAP_LATENCY_SAMPLES.labels(watch.name).set(samples)
+            logger.info("%s: v%d answers %.1fs and %d predictions after the alarm",
+                        watch.name, event.version, seconds, samples)
         actions: list[Action] = []
-        scores = watch.data.update(event.features)
-        if scores:
-            actions += self._data_drift(watch, scores)
+        shifts = watch.data.update(event.features, watch.data_firing)
+        if shifts:
+            actions += self._data_drift(watch, shifts)
         made = Predicted(watch.name, event.version, event.prediction)
         label = self.join.prediction(event.prediction_id, made)
         if label is not None:
@@ -163,9 +140,16 @@ class Monitor:
 
     def _labeled(self, watch: ModelWatch, prediction: Predicted,
                  label: LabeledPair) -> list[Action]:
-        if prediction.version != watch.concept.version or watch.spec.task != "classification":
+        watch.labeled += 1
+        error = error_of(watch.spec.task, prediction.prediction, label.label)
+        if error is None:
             return []
-        signal = watch.concept.update(prediction.prediction != label.label, label.ingested_at)
+        incident = watch.incident()
+        if incident is not None and prediction.version > incident.version:
+            incident.after.append(error)
+        if prediction.version != watch.concept.version:
+            return []
+        signal = watch.concept.update(error, label.ingested_at)
         actions: list[Action] = []
         if signal is not None:
             actions += self._concept_drift(watch, signal)
@@ -178,43 +162,42 @@ class Monitor:
         """While the alert fires for the serving version and its error stays high, the retrain
         decision is taken again (a detector does not fire twice on a stationary high error,
         and a request refused by the cooldown or a rejected candidate must not end the loop)."""
-        firing, policy = watch.firing.get("concept_drift"), watch.spec.policy
-        return (firing is not None and watch.drift is not None
-                and watch.drift.version == watch.concept.version
+        firing, policy = watch.incident(), watch.spec.policy
+        return (firing is not None and firing.drift is not None
+                and firing.drift.version == watch.concept.version
                 and watch.retrain_in_flight is None and policy.retrain_on_drift
-                and self.clock() - watch.last_retrain_at >= policy.retrain_cooldown_seconds
-                and watch.concept.still_high())
+                and watch.cooled_down(self.clock()) and watch.concept.still_high())
 
     def _concept_drift(self, watch: ModelWatch, signal: DriftSignal) -> list[Action]:
+        """One alert per distinct drift. A signal of the version that drifted (or an older
+        one) belongs to the firing alert; a newer version's detector firing is a new drift:
+        the old alert is resolved as superseded and a new one fires."""
         actions: list[Action] = []
-        alert = watch.firing.get("concept_drift")
-        if alert is None:
-            raised = AlertRaised(
-                alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
-                severity=Severity.CRITICAL, kind="concept_drift", model=watch.name,
-                summary=(f"{watch.name} v{signal.version} error rate rose from "
-                         f"{signal.baseline_error:.2f} to {signal.recent_error:.2f}"),
-                evidence={"version": signal.version, "baseline_error": signal.baseline_error,
-                          "recent_error": signal.recent_error, "samples": signal.samples,
-                          "detector": watch.spec.monitor.concept.detector,
-                          "change_width": signal.change_width,
-                          "drift_since": signal.since.isoformat()},
-                runbook=("A retrain on post-drift data was requested; follow models.lifecycle. "
-                         "If the candidate is rejected, inspect the data and the registry's "
-                         "audit log."))
-            watch.firing["concept_drift"] = FiringAlert(raised, signal.baseline_error,
-                                                        signal.recent_error)
-            actions.append(self._remember(raised))
-            watch.drift, watch.attempts, watch.previous = signal, 0, None
+        firing = watch.incident()
+        if firing is not None and signal.version <= firing.version:
+            return self._request_retrain(watch)
+        raised = concept_drift_alert(watch.name, signal, watch.concept.measure,
+                                     watch.spec.monitor)
+        if firing is not None:
+            actions.append(self._remember(firing.resolve(
+                f"{watch.name}: superseded by a new drift of v{signal.version} "
+                f"(alert {raised.alert_id})", superseded_by=raised.alert_id,
+                **self._after(watch, firing))))
+        watch.firing["concept_drift"] = DriftIncident(
+            raised, drift=signal, after=deque(maxlen=watch.spec.monitor.recovery_samples),
+            fired_at=self.clock(), predicted_at_fire=watch.predicted)
+        actions.append(self._remember(raised))
         return actions + self._request_retrain(watch)
 
     def _request_retrain(self, watch: ModelWatch) -> list[Action]:
         """A drift retrain for the firing alert, unless one is in flight or the cooldown has
         not passed. Each further try for the same drift (the last candidate was rejected, or
         had no decision) takes a window as many times larger as tries were made, from the
-        same change point, and says in its evidence what happened to the previous one."""
+        same change point, says in its evidence what happened to the previous one, and
+        re-publishes the alert with the same news: on-call sees what the loop did."""
         policy = watch.spec.policy
-        firing, signal = watch.firing.get("concept_drift"), watch.drift
+        firing = watch.incident()
+        signal = None if firing is None else firing.drift
         if firing is None or signal is None:
             return []
         now = self.clock()
@@ -222,82 +205,82 @@ class Monitor:
                 and now - watch.last_retrain_at > policy.retrain_timeout_seconds):
             logger.warning("retrain %s of %s had no decision after %.0fs; presumed lost",
                            watch.retrain_in_flight, watch.name, policy.retrain_timeout_seconds)
-            watch.previous = {"request_id": watch.retrain_in_flight, "outcome": "no decision"}
+            firing.previous = {"request_id": watch.retrain_in_flight, "outcome": "no decision"}
             watch.retrain_in_flight = None
         if (not policy.retrain_on_drift or watch.retrain_in_flight is not None
-                or now - watch.last_retrain_at < policy.retrain_cooldown_seconds):
+                or not watch.cooled_down(now)):
             return []
-        watch.attempts += 1
+        firing.attempts += 1
         evidence: dict[str, Any] = {
             "alert_id": firing.alert.alert_id, "version": signal.version,
             "baseline_error": signal.baseline_error,
-            "recent_error": watch.concept.recent_error, "attempt": watch.attempts}
-        if watch.previous is not None:
-            evidence["previous"] = watch.previous
+            "recent_error": watch.concept.recent_error, "attempt": firing.attempts}
+        if firing.previous is not None:
+            evidence["previous"] = firing.previous
         request = TrainingRequested(
             request_id=f"drift-{uuid.uuid4().hex[:12]}", model=watch.name,
             reason=TrainingReason.DRIFT,
             window=DataWindow(since=signal.since,
-                              last=policy.retrain_max_records * watch.attempts,
+                              last=policy.retrain_max_records * firing.attempts,
                               min_records=policy.retrain_min_records),
             evidence=evidence, requested_by="monitoring")
-        if watch.attempts > 1:
-            logger.warning("%s: retrain attempt %d for alert %s (previous: %s), window of up "
-                           "to %d records", watch.name, watch.attempts, firing.alert.alert_id,
-                           watch.previous, request.window.last)
         watch.retrain_in_flight = request.request_id
-        watch.last_retrain_at = now
-        return [request]
+        watch.last_retrain_at, watch.last_retrain_labeled = now, watch.labeled
+        if firing.attempts == 1:
+            return [request]
+        logger.warning("%s: retrain attempt %d for alert %s (previous: %s), window of up "
+                       "to %d records", watch.name, firing.attempts, firing.alert.alert_id,
+                       firing.previous, request.window.last)
+        update = firing.revise(attempts=firing.attempts, last_request_id=request.request_id,
+                               previous=firing.previous, error_now=evidence["recent_error"])
+        return [request, self._remember(update)]
 
     def _maybe_resolve(self, watch: ModelWatch) -> list[Action]:
-        firing = watch.firing.get("concept_drift")
-        concept = watch.concept
-        if (firing is None or concept.version is None
-                or concept.version <= int(firing.alert.evidence["version"])
-                or concept.samples < watch.spec.monitor.recovery_samples):
+        """The alert resolves when the model is back to what its own holdout promised: the
+        newer versions' errors over `recovery_samples` are within the tolerance of the
+        serving version's holdout error (of the pre-drift baseline when it has none)."""
+        firing = watch.incident()
+        if firing is None or firing.drift is None:
             return []
-        # Back to normal: the new version errs clearly less than the one it replaced did,
-        # and no more than before the drift or than its own holdout promised (a drifted
-        # concept may simply be harder than the old one).
-        now_error = concept.error_rate
-        tolerance = watch.spec.monitor.concept.min_error_increase
-        normal = max(firing.baseline_error, watch.expected_error or 0.0)
-        replaced = watch.replaced_error if watch.replaced_error is not None else 1.0
-        if now_error > normal + tolerance or now_error > replaced - tolerance:
+        error = firing.recovered_error()
+        expected = (watch.expected_error if watch.expected_error is not None
+                    else firing.drift.baseline_error)
+        if error is None or error > watch.concept.ceiling(expected):
             return []
         del watch.firing["concept_drift"]
-        resolved = firing.alert.model_copy(update={
-            "status": AlertStatus.RESOLVED, "at": utcnow(),
-            "summary": (f"{watch.name} v{concept.version} error rate {now_error:.2f} "
-                        f"(was {firing.error_at_fire:.2f} when the alert fired)"),
-            "evidence": {**firing.alert.evidence, "resolved_by_version": concept.version,
-                         "error_after": now_error, "samples_after": concept.samples}})
+        resolved = firing.resolve(
+            f"{watch.name} v{watch.concept.version} {measure_words(watch.concept.measure)} "
+            f"{error:.2f}, as its holdout promised ({expected:.2f}; "
+            f"{firing.drift.recent_error:.2f} when the alert fired)",
+            resolved_by_version=watch.concept.version, expected_error=expected,
+            **self._after(watch, firing))
         return [self._remember(resolved)]
 
-    def _data_drift(self, watch: ModelWatch, scores: dict[str, float]) -> list[Action]:
-        threshold = watch.spec.monitor.data.psi_threshold
+    @staticmethod
+    def _after(watch: ModelWatch, firing: DriftIncident) -> dict[str, Any]:
+        """What the newer versions did, for the alert's last word."""
+        error = (sum(firing.after) / len(firing.after)) if firing.after else None
+        return {"error_after": error, "samples_after": len(firing.after),
+                "attempts": firing.attempts}
+
+    def _data_drift(self, watch: ModelWatch, shifts: list[FeatureShift]) -> list[Action]:
         actions: list[Action] = []
-        for feature, value in scores.items():
-            key = f"data_drift:{feature}"
+        for shift in shifts:
+            key = f"data_drift:{shift.feature}"
             firing = watch.firing.get(key)
-            if firing is None and value > threshold:
-                raised = AlertRaised(
-                    alert_id=f"al-{uuid.uuid4().hex[:12]}", status=AlertStatus.FIRING,
-                    severity=Severity.WARNING, kind="data_drift", model=watch.name,
-                    summary=(f"input {feature!r} of {watch.name} drifted from its training "
-                             f"distribution (PSI {value:.2f} > {threshold:g})"),
-                    evidence={"feature": feature, "psi": value, "threshold": threshold,
-                              "window": watch.spec.monitor.data.window,
-                              "version": watch.concept.version},
-                    runbook=("Inputs changed; the model may still be right. Check upstream "
-                             "data; retraining happens only if errors rise."))
+            if firing is None and shift.drifted:
+                raised = data_drift_alert(watch.name, shift, watch.concept.version,
+                                          watch.spec.monitor)
                 watch.firing[key] = FiringAlert(raised)
+                watch.data_firing.add(shift.feature)
                 actions.append(self._remember(raised))
-            elif firing is not None and value < threshold / 2:
+            elif firing is not None and not shift.drifted:
                 del watch.firing[key]
-                actions.append(self._remember(firing.alert.model_copy(update={
-                    "status": AlertStatus.RESOLVED, "at": utcnow(),
-                    "evidence": {**firing.alert.evidence, "psi_now": value}})))
+                watch.data_firing.discard(shift.feature)
+                actions.append(self._remember(firing.resolve(
+                    f"input {shift.feature!r} of {watch.name} is back to its training "
+                    f"distribution (PSI {shift.psi:.2f} over its last {shift.samples} values)",
+                    psi_now=shift.psi)))
         return actions
 
     def _remember(self, alert: AlertRaised) -> AlertRaised:
