@@ -13,6 +13,7 @@ load_project, so a knob the platform does not accept fails here, before anything
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,14 @@ def _pipeline(variant: str, task: str) -> list[dict[str, Any]]:
         return [{"estimator": "forest.ARFClassifier", "params": {"n_models": 10}}]
     if "forest.ARFRegressor" in ESTIMATORS:
         return [{"estimator": "forest.ARFRegressor", "params": {"n_models": 10}}]
+    _say_regressor_fallback()
+    return [{"estimator": "tree.HoeffdingTreeRegressor", "params": _TREE}]
+
+
+@functools.cache
+def _say_regressor_fallback() -> None:
     logger.warning("forest.ARFRegressor is not allowlisted yet: the online variant's regression "
                    "model falls back to tree.HoeffdingTreeRegressor")
-    return [{"estimator": "tree.HoeffdingTreeRegressor", "params": _TREE}]
 
 
 def model_spec(variant: str, stream: Stream, initial: int) -> dict[str, Any]:
