@@ -45,10 +45,14 @@ def outcomes(task: str, truth: Sequence[float | int], predicted: Sequence[object
     return Outcomes(first, values)
 
 
+def drift_segments(drifts: Sequence[int], end: int) -> list[tuple[int, int]]:
+    """[drift, next drift or end) for each drift (none for a stream without drifts)."""
+    return [(d, nxt) for d, nxt in zip(drifts, [*drifts[1:], end], strict=False)]
+
+
 def after_drift(drifts: Sequence[int], end: int, window: int = 2000) -> list[tuple[int, int]]:
     """[start, stop) of the `window` samples after each drift, cut at the next drift or end."""
-    bounds = [*drifts[1:], end]
-    return [(d, min(d + window, nxt)) for d, nxt in zip(drifts, bounds, strict=True)]
+    return [(d, min(d + window, nxt)) for d, nxt in drift_segments(drifts, end)]
 
 
 def recovery(result: Outcomes, drift: int, stop: int, *, before: int = 2000, window: int = 500,

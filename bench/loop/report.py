@@ -23,9 +23,9 @@ def model_figures(stream: Stream, result: metrics.Outcomes) -> dict[str, Any]:
                                if stream.drifts else None,
                                "after_drift": [result.mean(a, b) for a, b in windows]}
     if stream.task == "classification":
-        stops = [*stream.drifts[1:], result.end]
-        figures["recovery_samples"] = [metrics.recovery(result, d, stop)
-                                       for d, stop in zip(stream.drifts, stops, strict=True)]
+        figures["recovery_samples"] = [
+            metrics.recovery(result, d, stop)
+            for d, stop in metrics.drift_segments(stream.drifts, result.end)]
     return figures
 
 

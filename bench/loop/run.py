@@ -120,7 +120,7 @@ def main() -> None:
     out = RESULTS / f"loop-{args.variant}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     document: dict[str, Any] = {
         "command": vars(args), "cpus": os.cpu_count(), "load_at_start": os.getloadavg(),
-        "runs": []}
+        "runs": [], "failures": []}
     # One worker process computes ARF and the static model of each stream while the slowest
     # rate's run is served (it is paced: the platform and client use about half a core at
     # 200/s); every faster run waits until it is done, so only that run shares the machine.
@@ -134,7 +134,13 @@ def main() -> None:
                     if args.serial_baselines or rate != min(args.rates):
                         seconds = yardsticks.result()["seconds"]
                         say(f"  (ARF and static in-process: {seconds:.0f} s)")
-                    result = one_run(stream, seed, rate, args, root, yardsticks)
+                    try:
+                        result = one_run(stream, seed, rate, args, root, yardsticks)
+                    except Exception as exc:  # one broken run must not lose the others
+                        say(f"  FAILED: {type(exc).__name__}: {exc} (its data dir is kept)")
+                        document["failures"].append({"stream": name, "seed": seed, "rate": rate,
+                                                     "error": f"{type(exc).__name__}: {exc}"})
+                        continue
                     document["runs"].append(result)
                     document["elapsed_seconds"] = time.perf_counter() - started
                     out.write_text(json.dumps(document, indent=1), encoding="utf-8")
@@ -146,6 +152,8 @@ def main() -> None:
     say("\n" + report.summary_table(document["runs"]))
     say(f"\nelapsed {time.perf_counter() - started:,.0f} s on {os.cpu_count()} CPUs "
         f"(load average at start {document['load_at_start'][0]:.1f}); results in {out}")
+    if document["failures"]:
+        raise SystemExit(f"{len(document['failures'])} run(s) failed: {document['failures']}")
 
 
 if __name__ == "__main__":

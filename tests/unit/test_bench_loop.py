@@ -30,6 +30,7 @@ def test_outcomes_are_correctness_for_classifiers_and_absolute_error_for_regress
 def test_after_drift_windows_stop_at_the_next_drift_and_the_end():
     assert metrics.after_drift([1000, 2500], end=3000, window=2000) == [(1000, 2500),
                                                                         (2500, 3000)]
+    assert metrics.after_drift([], end=3000) == []  # a gradual stream has no drift points
 
 
 def test_recovery_counts_samples_until_accuracy_is_back_near_the_pre_drift_level():
