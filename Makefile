@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up demo test test-unit test-integration lint schemas bench-serving clean
+.PHONY: install up demo test test-unit test-integration lint schemas bench-serving bench-loop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,12 @@ lint: $(STAMP)  ## ruff + mypy (strict)
 bench-serving: $(STAMP)  ## serving's rps/latency per delivery mode, events counted on the topic (~3 min)
 	@command -v wrk >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
-	$(BIN)/python bench/serving/run.py
+	$(BIN)/python -m bench.serving.run
+
+bench-loop: $(STAMP)  ## loop quality on River's drifting streams vs ARF and a static model (~30 min; ARGS="--streams sine --rates 200")
+	@# without sniffio, httpcore retries a failed import on every request (~0.3 ms of CPU each)
+	@$(BIN)/python -c "import sniffio" 2>/dev/null || $(BIN)/python -m pip install --quiet sniffio
+	$(BIN)/python -m bench.loop.run $(ARGS)
 
 schemas: $(STAMP)  ## regenerate contracts/schemas after changing a contract
 	$(BIN)/python -m contracts.export

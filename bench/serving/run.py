@@ -8,7 +8,7 @@ can be counted alone. wrk drives it at c=8 and c=64 with single records and 32-i
 batches; after each run the events on the topic are counted (read, not end offsets: the
 embedded broker counts batches there) against the predictions wrk saw answered.
 
-    python bench/serving/run.py [--seconds 8]      (or: make bench-serving)
+    python -m bench.serving.run [--seconds 8]      (or: make bench-serving)
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import httpx
 import orjson
 from river.datasets import synth
 
+from bench.common import start_platform, wait_champion
 from cli.kafka_io import follower, producer, send_all
-from cli.platform import Platform, free_ports
+from cli.platform import Platform
 from contracts.events import LabeledRecord
 from contracts.topics import Topic
 from shared.broker import free_port
@@ -69,12 +70,7 @@ def champion(platform: Platform) -> None:
                            [(r.record_id, r) for r in records], "bench")
 
     asyncio.run(publish())
-    deadline = time.monotonic() + 180
-    with httpx.Client(base_url=platform.url("registry"), timeout=5) as registry:
-        while registry.get(f"/v1/models/{MODEL}/champion").status_code != 200:
-            if time.monotonic() > deadline:
-                raise SystemExit("no champion after 180 s: see the logs in the data dir")
-            time.sleep(0.5)
+    wait_champion(platform, MODEL)
 
 
 class Serving:
@@ -222,10 +218,8 @@ def main() -> None:
         raise SystemExit("wrk is not installed: `sudo apt-get install -y wrk` "
                          "(make bench-serving does it)")
     data_dir = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
-    platform = Platform(config=ROOT / "driftloop.toml", data_dir=data_dir, ports=free_ports(),
-                        broker_port=free_port())
     print(f"starting the platform (logs in {data_dir / 'logs'})", flush=True)  # noqa: T201
-    platform.start(timeout=180)
+    platform = start_platform(ROOT / "driftloop.toml", data_dir)
     servings: list[Serving] = []
     try:
         champion(platform)
