@@ -39,8 +39,6 @@ bench-serving: $(STAMP)  ## serving's rps/latency per delivery mode, events coun
 	$(BIN)/python -m bench.serving.run
 
 bench-loop: $(STAMP)  ## loop quality on River's drifting streams vs ARF and a static model (~30 min; ARGS="--streams sine --rates 200")
-	@# without sniffio, httpcore retries a failed import on every request (~0.3 ms of CPU each)
-	@$(BIN)/python -c "import sniffio" 2>/dev/null || $(BIN)/python -m pip install --quiet sniffio
 	$(BIN)/python -m bench.loop.run $(ARGS)
 
 schemas: $(STAMP)  ## regenerate contracts/schemas after changing a contract
