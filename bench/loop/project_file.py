@@ -13,16 +13,12 @@ load_project, so a knob the platform does not accept fails here, before anything
 
 from __future__ import annotations
 
-import functools
-import logging
 from pathlib import Path
 from typing import Any
 
 from bench.loop.streams import Stream
-from shared.pipelines import ESTIMATORS
 from shared.project import ModelSpec, Project, load_project
 
-logger = logging.getLogger(__name__)
 
 MODEL = "bench"
 DATASET = "stream"
@@ -36,18 +32,8 @@ def _pipeline(variant: str, task: str) -> list[dict[str, Any]]:
         estimator = ("tree.HoeffdingTreeClassifier" if task == "classification"
                      else "tree.HoeffdingTreeRegressor")
         return [{"estimator": estimator, "params": _TREE}]
-    if task == "classification":
-        return [{"estimator": "forest.ARFClassifier", "params": {"n_models": 10}}]
-    if "forest.ARFRegressor" in ESTIMATORS:
-        return [{"estimator": "forest.ARFRegressor", "params": {"n_models": 10}}]
-    _say_regressor_fallback()
-    return [{"estimator": "tree.HoeffdingTreeRegressor", "params": _TREE}]
-
-
-@functools.cache
-def _say_regressor_fallback() -> None:
-    logger.warning("forest.ARFRegressor is not allowlisted yet: the online variant's regression "
-                   "model falls back to tree.HoeffdingTreeRegressor")
+    forest = "forest.ARFClassifier" if task == "classification" else "forest.ARFRegressor"
+    return [{"estimator": forest, "params": {"n_models": 10}}]
 
 
 def model_spec(variant: str, stream: Stream, initial: int) -> dict[str, Any]:
@@ -71,7 +57,9 @@ def model_spec(variant: str, stream: Stream, initial: int) -> dict[str, Any]:
     if not classifier:
         spec["policy"]["promotion_margin"] = 0.0  # MAE is in the label's units, not a fraction
     if variant == "online":
-        spec["online"] = {"snapshot_every_records": 500, "prequential_window": 500,
+        # Every 100 records, not 500: a snapshot is how an adapted forest reaches serving, and
+        # at 500 Sine served 80.1% against 85.8% at 100 (6k samples, 200/s, seed 42).
+        spec["online"] = {"snapshot_every_records": 100, "prequential_window": 500,
                           "warm_up_records": 200}
         spec["policy"].update({"retrain_windows": [200, 500, 1000, 2000],
                                "retrain_min_records": 200, "retrain_max_records": 2000,
