@@ -19,7 +19,6 @@ from typing import Any
 from bench.loop.streams import Stream
 from shared.project import ModelSpec, Project, load_project
 
-
 MODEL = "bench"
 DATASET = "stream"
 VARIANTS = ("batch", "online")
