@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,10 +15,10 @@ import pytest
 from river.datasets import synth
 
 from cli.kafka_io import producer, send_all
-from cli.platform import Platform, free_ports
+from cli.platform import Platform
 from contracts.events import LabeledRecord
 from contracts.topics import Topic
-from shared.broker import free_port
+from tests.integration.conftest import running_platform
 
 MODEL = "sea-online"
 PROJECT = f"""
@@ -59,16 +58,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("online")
     config = root / "driftloop.toml"
     config.write_text(PROJECT, encoding="utf-8")
-    running = Platform(config=config, data_dir=root / "data", ports=free_ports(),
-                       broker_port=free_port())
-    running.start(timeout=120)
-    pids = [process.pid for process in running.processes.values()]
-    try:
+    with running_platform(config, root / "data") as running:
         yield running
-    finally:
-        running.stop()
-        for pid in pids:
-            assert not Path(f"/proc/{pid}").exists(), f"service process {pid} outlived stop()"
 
 
 def sea(start: int, stop: int, flipped: bool = False) -> list[tuple[str, LabeledRecord]]:
