@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from contracts.http import MAX_ERROR_DETAIL, MAX_ERROR_FIELDS, MAX_ERROR_TEXT, ErrorDetail
 from shared.errors import (
@@ -117,7 +118,8 @@ def error_response(status: int, error: str, detail: str,
 
 def install_error_handlers(app: FastAPI) -> None:
     """Map driftloop errors, request validation errors and Starlette's HTTP errors (unknown
-    path, method not allowed, the body cap) to ErrorDetail bodies."""
+    path, method not allowed, the body cap) to ErrorDetail bodies; a client that left
+    mid-body gets a bare 499, not a logged traceback."""
 
     async def on_driftloop_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DriftloopError)
@@ -151,6 +153,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, error, str(exc.detail),
                               headers=dict(exc.headers) if exc.headers else None)
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        # The client left while its body was read (it gave up under load): nothing to answer
+        # and no bug to log. 499 is nginx's "client closed request", for the access log.
+        return Response(status_code=499)
+
     app.add_exception_handler(DriftloopError, on_driftloop_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -137,9 +138,10 @@ def main() -> None:
                     try:
                         result = one_run(stream, seed, rate, args, root, yardsticks)
                     except Exception as exc:  # one broken run must not lose the others
-                        say(f"  FAILED: {type(exc).__name__}: {exc} (its data dir is kept)")
+                        cause = _root_cause(exc)
+                        say(f"  FAILED: {cause} (its data dir is kept)")
                         document["failures"].append({"stream": name, "seed": seed, "rate": rate,
-                                                     "error": f"{type(exc).__name__}: {exc}"})
+                                                     "error": cause})
                         continue
                     document["runs"].append(result)
                     document["elapsed_seconds"] = time.perf_counter() - started
@@ -158,3 +160,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The first error inside task groups, with where it was raised: "unhandled errors in a
+    TaskGroup" alone says nothing."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

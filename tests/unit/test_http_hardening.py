@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import ValidationError
 
 from contracts.events import ModelTrained
@@ -19,6 +19,7 @@ from services.registry.app import create_app as registry_app
 from services.registry.settings import RegistrySettings
 from services.serving.app import create_app as serving_app
 from services.serving.settings import ServingSettings
+from shared.http_errors import install_error_handlers
 from tests.unit.factories import PROJECT_FILE, model_trained, token_entry
 from tests.unit.test_registry_routes import TOKEN, record
 
@@ -279,3 +280,29 @@ async def test_a_locked_or_unreachable_database_is_503(registry: httpx.AsyncClie
     assert response.status_code == 503
     error = error_of(response)
     assert error.error == "DependencyUnavailable" and "secret" not in error.detail
+
+
+async def test_a_client_that_leaves_mid_body_is_no_server_error() -> None:
+    """Under load a client may give up while its body is read; that is the client's doing,
+    not a bug: 499 and no traceback (serving logged one per dropped request)."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/echo")
+    async def echo(request: Request) -> int:
+        return len(await request.body())
+
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/echo", "raw_path": b"/echo", "query_string": b"",
+             "root_path": "", "headers": [(b"content-length", b"10")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+    await app(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
