@@ -67,7 +67,7 @@ class Trace:
     sent_at: list[float]
     answered_at: list[float]
     retried: int = 0
-    """Requests answered 503 (outbox full) and sent again."""
+    """Requests answered 503 (outbox full), or whose connection failed, and sent again."""
     behind: float = 0.0
     """Longest delay of a request behind its scheduled time, in seconds."""
     client_cpu: float = 0.0
@@ -162,12 +162,7 @@ async def _serve(http: httpx.AsyncClient, kafka: AIOKafkaProducer, stream: Strea
                 trace.behind = max(trace.behind, -delay)
             body = orjson.dumps({"features": stream.samples[first + k][0]})
             trace.sent_at[k] = time.time()
-            while True:
-                response = await http.post(path, content=body, headers=JSON)
-                if response.status_code != 503:
-                    break
-                trace.retried += 1
-                await asyncio.sleep(0.05)
+            response = await _predict(http, path, body, trace)
             if response.status_code != 200:
                 raise RuntimeError(f"predict answered {response.status_code}: {response.text}")
             trace.answered_at[k] = time.time()
@@ -205,6 +200,28 @@ async def _serve(http: httpx.AsyncClient, kafka: AIOKafkaProducer, stream: Strea
         group.create_task(labels())
     trace.client_cpu = time.process_time() - cpu
     return trace
+
+
+async def _predict(http: httpx.AsyncClient, path: str, body: bytes,
+                   trace: Trace) -> httpx.Response:
+    """One prediction as a client in production asks for it: a 503 (outbox full) or a failed
+    connection (a keep-alive connection the server closed, a timeout of an overloaded machine)
+    is asked again, counted; a fifth failed connection in a row ends the run."""
+    failures = 0
+    while True:
+        try:
+            response = await http.post(path, content=body, headers=JSON)
+        except httpx.TransportError:
+            failures += 1
+            if failures >= 5:
+                raise
+            trace.retried += 1
+            await asyncio.sleep(0.05 * failures)
+            continue
+        if response.status_code != 503:
+            return response
+        trace.retried += 1
+        await asyncio.sleep(0.05)
 
 
 async def _watch(bootstrap: str, events: Events, stop: asyncio.Event) -> None:

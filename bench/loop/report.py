@@ -74,7 +74,7 @@ def run_result(stream: Stream, variant: str, seed: int, rate: float, trace: Trac
         "seed": seed, "samples": len(stream.samples), "initial": trace.first,
         "drifts": list(stream.drifts), "rate_asked": rate,
         "rate_achieved": metrics.achieved_rate(trace.sent_at, trace.answered_at),
-        "behind_seconds": trace.behind, "retried_503": trace.retried,
+        "behind_seconds": trace.behind, "retried": trace.retried,
         "latency_ms": metrics.latency_ms(trace.sent_at, trace.answered_at),
         "client_cpu_us_per_sample": 1e6 * trace.client_cpu / max(1, len(trace.versions)),
         "models": {name: model_figures(stream, result) for name, result in outcomes.items()},
