@@ -144,7 +144,9 @@ class PolicySpec(_Spec):
     retrain_windows: list[int] = Field(default_factory=list)
     """Progressive challengers: on a drift alarm, train on post-change windows of these
     sizes in turn (e.g. [200, 500, 1000, 2000]) as the data arrives, each candidate competing
-    with the champion of its time, and stop at the first that does not beat it. Empty: one
+    with the champion of its time, until one stops improving: a rung that does not beat its
+    champion ends the ladder once an earlier rung did (before that, a larger window is
+    tried). Empty: one
     window of `retrain_min_records`..`retrain_max_records` records."""
     max_retrains_per_hour: int = Field(default=6, ge=1, le=3600)
     """Training requests (any reason) accepted per model per hour; more are refused,

@@ -165,10 +165,11 @@ async def _climb(bus: Bus, intake: Intake, parked: ParkedRequest,
                  rungs: list[int]) -> ParkedRequest | None:
     """Progressive challengers: train the parked rung once the window since the change
     point holds its size (on the newest that many records), against the champion of the
-    moment, and publish it. Climb to the next rung only if the candidate beats its baseline
-    by the policy's margin (the registry's comparison); the ladder ends at the first that
-    does not, at its last rung, or when a later rung's data (or the registry's decision on
-    the previous rung) does not come within `window_wait_seconds`.
+    moment, and publish it. The ladder ends at a rung that does not beat its baseline by the
+    policy's margin (the registry's comparison) once an earlier rung did, at its last rung,
+    or when a later rung's data (or the registry's decision on a better previous rung) does
+    not come within `window_wait_seconds`; a rung not better before any improvement climbs
+    on (a small window may be too noisy to beat the champion, a larger one not).
 
     Returns the request parked on its next rung, or None when there is nothing more to do
     now. The rung is on disk before it is trained, so a restart resumes there; a rung's run
@@ -184,11 +185,12 @@ async def _climb(bus: Bus, intake: Intake, parked: ParkedRequest,
         have, needed = await _window_records(intake, request), rungs[rung]
         champion = await _champion(intake, request.model) if have >= needed else None
         previous = trainer.completed(request.request_id, rung - 1) if rung else None
-        # The registry has decided on the previous rung once the champion it was scored
+        # The registry has decided on a better previous rung once the champion it was scored
         # against no longer reigns; before that, this rung would be judged against a stale
-        # baseline (and rejected for it).
-        decided = previous is None or (champion is not None
-                                       and champion.version != previous.baseline_version)
+        # baseline (and rejected for it). A previous rung that was not better changes
+        # nothing, so there is nothing to wait for.
+        decided = (previous is None or not against_baseline(previous, policy).better
+                   or (champion is not None and champion.version != previous.baseline_version))
         if have < needed or not decided:
             if not _waited_out(intake, parked):
                 return None
@@ -209,7 +211,13 @@ async def _climb(bus: Bus, intake: Intake, parked: ParkedRequest,
             return None
     await _publish(bus, done, parked)
     verdict = against_baseline(done, policy)
-    if not verdict.better or rung + 1 >= len(rungs):
+    # "Until one stops improving": a rung that is not better ends the ladder only after an
+    # earlier rung improved; before that, a small window may just be too noisy to beat the
+    # champion while a larger one would (on SEA, a rejected first rung ended the ladder).
+    improved = any(against_baseline(run, policy).better
+                   for run in (trainer.completed(request.request_id, k) for k in range(rung))
+                   if run is not None)
+    if (not verdict.better and improved) or rung + 1 >= len(rungs):
         logger.info("%s: the ladder of %s ends at rung %d of %d (%d records): %s",
                     request.model, request.request_id, rung + 1, len(rungs),
                     done.lineage.records, verdict.reason)

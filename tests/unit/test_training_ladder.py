@@ -1,6 +1,6 @@
 """Progressive challengers (issue 6): a drift request of a model with `retrain_windows` is
 trained as a ladder of growing post-change windows, each candidate against the champion of
-its time, stopping at the first that is not better; a restart resumes the ladder.
+its time, until one stops improving; a restart resumes the ladder.
 
 The registry is a fake that applies the registry's own `judge` to every published run."""
 
@@ -223,6 +223,25 @@ async def test_rungs_train_as_data_arrives_and_stop_at_the_first_not_better(
     world.arrive(600)
     await world.work()
     assert len(world.bus.trained) == 2  # the ladder ended: no rung of 1000
+
+
+async def test_a_first_rung_that_is_not_better_climbs_on(world: World) -> None:
+    """"Until one stops improving": a small window may be too noisy to beat the champion
+    while a larger one would; only a rung after an improvement ends the ladder. (On SEA a
+    rejected first rung ended the ladder and the stale model served 1,100 samples more.)"""
+    await request_handler(world.bus, world.intake)([delivery(drift_request())])  # type: ignore[arg-type]
+    same = CHANGE + timedelta(seconds=1)  # no real change: the champion is as good as any
+    world.datasets.append("loans", rows(1000, 250, same), same)
+    await world.work()
+    [first] = world.bus.trained
+    assert world.registry.decisions[-1] == (first.run_id, LifecycleAction.REJECTED)
+    assert world.parked_rungs() == [1]  # not the end: rung 2 waits for its data
+
+    later = CHANGE + timedelta(seconds=2)
+    world.datasets.append("loans", rows(1250, 300, later), later)
+    await world.work()
+    assert windows_of(world.bus.trained) == [200, 500]
+    assert world.bus.trained[1].baseline_version == 1  # the champion rung 1 did not beat
 
 
 async def test_without_retrain_windows_a_drift_request_trains_once(
