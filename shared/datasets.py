@@ -193,6 +193,10 @@ class DatasetStore:
         for digest, start, end in snapshot.slices:
             yield from self._read_segment(snapshot.dataset, digest)[start:end]
 
+    def read_segment(self, dataset: str, digest: str) -> list[RecordValidated]:
+        """One logged segment's records, in order: how an online learner tails the log."""
+        return self._read_segment(dataset, digest)
+
     def _read_segment(self, dataset: str, digest: str) -> list[RecordValidated]:
         path = self._dir(dataset) / "segments" / f"{digest}.jsonl"
         return [RecordValidated.model_validate_json(line)

@@ -18,14 +18,14 @@ from contracts.events import (
     TrainingRequested,
 )
 from contracts.http import ModelVersionView
-from services.training.evaluation import profile, score
+from services.training.evaluation import numeric_features, profile, score
 from services.training.intake import safe_name
 from shared.artifacts import ArtifactStore
 from shared.datasets import DatasetStore, by_event_time
 from shared.errors import InvalidInput
 from shared.files import atomic_write
 from shared.pipelines import build_pipeline
-from shared.project import PolicySpec, Project, ValueType
+from shared.project import PolicySpec, Project
 from shared.promotion import Verdict, compare
 from shared.signing import Signer
 
@@ -139,8 +139,6 @@ class Trainer:
         # What the registry gates is exactly what serves: the candidate does not go on to
         # learn its holdout after scoring (on SEA that unscored step took a Hoeffding tree
         # from 86.8% to 64.8% served). Learning the newest records is an online learner's job.
-        numeric = [name for name, feature in self.project.datasets[spec.dataset].features.items()
-                   if feature.type in (ValueType.FLOAT, ValueType.INT)]
         event = ModelTrained(
             run_id=f"run-{uuid.uuid4().hex[:12]}", model=request.model,
             request_id=request.request_id, metric=spec.policy.metric, metrics=candidate_metrics,
@@ -153,7 +151,7 @@ class Trainer:
                             hyperparameters=hyperparameters, seed=spec.training.seed,
                             code_version=code_version()),
             artifact=self.artifacts.save_model(model),
-            reference_profile=profile(train, numeric),
+            reference_profile=profile(train, numeric_features(self.project.datasets[spec.dataset])),
             duration_seconds=time.perf_counter() - started)
         event = self.signer.sign_run(event)  # the registry records only what training signed
         atomic_write(self._run_path(request.request_id, rung), event.model_dump_json().encode())

@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from services.training.evaluation import numeric_features, profile, score, score
 from services.training.handlers import code_version
 from services.training.intake import safe_name
 from shared.artifacts import ArtifactStore
-from shared.datasets import DatasetStore, Snapshot
+from shared.datasets import DatasetStore
 from shared.errors import ArtifactIntegrityError, ArtifactNotFound, SnapshotNotFound
 from shared.files import atomic_write
 from shared.pipelines import build_pipeline
@@ -132,8 +132,8 @@ class OnlineLearner:
             self.segments += 1
         return self.learned - before
 
-    def _read(self, digest: str, count: int) -> Iterator[RecordValidated]:
-        return self.datasets.read(Snapshot("", self.dataset, ((digest, 0, count),), count))
+    def _read(self, digest: str, count: int) -> list[RecordValidated]:
+        return self.datasets.read_segment(self.dataset, digest)[:count]
 
     def _learn(self, record: RecordValidated) -> None:
         """Test, then train."""
