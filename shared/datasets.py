@@ -22,8 +22,9 @@ import hashlib
 import heapq
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +46,25 @@ class Segment:
     recorded (such a segment is always read when looking for the newest records)."""
 
 
+@dataclass(slots=True)
+class _LogTail:
+    """How far a store has read a dataset's log, and the segments read so far."""
+
+    inode: int
+    offset: int = 0
+    segments: list[Segment] = field(default_factory=list)
+
+
+def _parse_log(data: bytes) -> Iterator[Segment]:
+    for line in data.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # torn line of a crashed writer (the next writer ended it)
+        yield Segment(entry["digest"], entry["count"], entry["first_sequence"],
+                      datetime.fromisoformat(entry["ingested_at"]), entry.get("newest_event"))
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """An immutable selection of records, addressed by the hash of its manifest."""
@@ -60,25 +80,38 @@ class DatasetStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._logs: dict[str, _LogTail] = {}
+        self._logs_lock = threading.Lock()
 
     def _dir(self, dataset: str) -> Path:
         return self.root / dataset
 
     def segments(self, dataset: str) -> list[Segment]:
-        """Every segment of a dataset, oldest first."""
+        """Every segment of a dataset, oldest first.
+
+        The log is append-only, so each store remembers how far it has read it and parses
+        only the lines added since (an online learner asks many times a second; the log of a
+        long stream holds thousands of segments). A log that shrank or was replaced is read
+        again from its start."""
         log = self._dir(dataset) / "log.jsonl"
-        if not log.exists():
-            return []
-        found: list[Segment] = []
-        for line in log.read_text(encoding="utf-8").splitlines():
+        with self._logs_lock:
             try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn last line of a crashed writer
-            found.append(Segment(entry["digest"], entry["count"], entry["first_sequence"],
-                                 datetime.fromisoformat(entry["ingested_at"]),
-                                 entry.get("newest_event")))
-        return found
+                handle = log.open("rb")
+            except FileNotFoundError:
+                self._logs.pop(dataset, None)
+                return []
+            with handle:
+                stat = os.fstat(handle.fileno())
+                tail = self._logs.get(dataset)
+                if tail is None or tail.inode != stat.st_ino or tail.offset > stat.st_size:
+                    tail = self._logs[dataset] = _LogTail(stat.st_ino)
+                if stat.st_size > tail.offset:
+                    handle.seek(tail.offset)
+                    data = handle.read(stat.st_size - tail.offset)
+                    whole = data.rfind(b"\n") + 1  # a line still being written waits
+                    tail.segments.extend(_parse_log(data[:whole]))
+                    tail.offset += whole
+            return list(tail.segments)
 
     def size(self, dataset: str) -> int:
         """Number of records stored."""

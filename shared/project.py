@@ -169,6 +169,12 @@ class OnlineSpec(_Spec):
     registry gates a snapshot on the recent stream, not on a stale holdout."""
     warm_up_records: int = Field(default=200, ge=1)
     """Records learned before the first snapshot is offered."""
+    early_snapshot_records: int = Field(default=50, ge=0)
+    """Snapshot before the cadence as soon as the learner beats the champion on at least this
+    many records the champion never learned (by the policy's margin, and significantly: a
+    paired test on the two's losses), with as many new since the last snapshot. After a
+    drift this is what brings an adapted learner to serving within tens of records rather
+    than a whole cadence. 0: only by the cadence."""
 
 
 class TrainingSpec(_Spec):

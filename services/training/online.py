@@ -10,9 +10,14 @@ takes a lock so a second training process on the same data cannot learn the same
 Evaluation. Each record is predicted before it is learned; the newest `prequential_window`
 outcomes are kept. A snapshot's metrics are those outcomes on the records the champion never
 learned (after the end of the champion's training snapshot), and its baseline is the champion
-scored on exactly those records. The champion does not learn, so scoring it when the snapshot
-is taken equals predicting each record as it arrived, and it stays right when the champion
-changed in between.
+scored on exactly those records. The learner follows the registry's champion (`follow`) and
+predicts each record with it as it arrives; the champion does not learn, so that equals
+scoring it when the snapshot is taken, costs one prediction a record rather than a window's
+at every snapshot, and tells at any time whether the learner beats the champion. When it
+does, significantly and by the policy's margin, a snapshot is due at once
+(`early_snapshot_records`): after a drift the adapted learner reaches serving within tens of
+records instead of a whole cadence. A new champion's predictions over the window are
+computed once, when it is first followed.
 
 Restart. Each snapshot stores the learner's state (its model, as the signed artifact, and the
 window's predictions); a restarted learner loads the last one, verified, and replays the
@@ -23,6 +28,7 @@ snapshot interval.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -42,7 +48,7 @@ from contracts.events import (
     RecordValidated,
 )
 from contracts.http import ModelVersionView
-from services.training.evaluation import numeric_features, profile, score, score_predictions
+from services.training.evaluation import numeric_features, profile, score_predictions
 from services.training.handlers import code_version
 from services.training.intake import safe_name
 from shared.artifacts import ArtifactStore
@@ -51,6 +57,7 @@ from shared.errors import ArtifactIntegrityError, ArtifactNotFound, SnapshotNotF
 from shared.files import atomic_write
 from shared.pipelines import build_pipeline
 from shared.project import Project
+from shared.promotion import compare
 from shared.signing import Signer
 
 logger = logging.getLogger(__name__)
@@ -58,6 +65,11 @@ logger = logging.getLogger(__name__)
 MODE = {"mode": "online", "evaluation": "prequential"}
 """Marks a run as an online snapshot scored test-then-train (in its lineage's
 hyperparameters)."""
+
+EARLY_Z = 3.0
+"""How significant the learner's lead over the champion must be for an early snapshot: a
+paired t statistic of the two's per-record losses (~0.1% one-sided false triggers per look;
+the registry's gate still decides)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +126,9 @@ class OnlineLearner:
         self.snapshot_time = clock()
         self._postponed_at = -1
         self._champion: tuple[int, Any, int] | None = None
-        """(version, model, first position it never learned) of the champion last used."""
+        """(version, model, first position it never learned) of the champion followed."""
+        self._baseline: dict[int, Any] = {}
+        """The followed champion's prediction of each window record it never learned."""
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -122,6 +136,10 @@ class OnlineLearner:
         """Learn every segment logged since the last call, in log order; the count learned."""
         return self._learn_segments([(s.digest, s.count)
                                      for s in self.datasets.segments(self.dataset)])
+
+    def news(self) -> bool:
+        """Whether the dataset log holds segments not learned yet."""
+        return len(self.datasets.segments(self.dataset)) > self.segments
 
     def _learn_segments(self, log: list[tuple[str, int]]) -> int:
         """Learn the segments of `log` (digest, count; the whole log so far) not yet learned."""
@@ -136,7 +154,7 @@ class OnlineLearner:
         return self.datasets.read_segment(self.dataset, digest)[:count]
 
     def _learn(self, record: RecordValidated) -> None:
-        """Test, then train."""
+        """Test, then train; and the followed champion's prediction, to compare."""
         try:
             predicted = self.model.predict_one(record.features)
             self.model.learn_one(record.features, record.label)
@@ -144,8 +162,58 @@ class OnlineLearner:
             logger.exception("online learner %s could not learn record %s; skipped",
                              self.name, record.record_id)
             predicted = None
+        if len(self.window) == self.window.maxlen:
+            self._baseline.pop(self.window[0].position, None)
         self.window.append(Outcome(self.learned, record, predicted))
+        if self._champion is not None and self.learned >= self._champion[2]:
+            self._baseline[self.learned] = _predict(self._champion[1], record)
         self.learned += 1
+
+    # -- the champion -----------------------------------------------------------------------
+
+    def follow(self, champion: ModelVersionView | None) -> None:
+        """Compare from now on with `champion` (the registry's; None: there is none). A new
+        one is loaded (verified before unpickling) and predicts the window's records it never
+        learned, once."""
+        if champion is None:
+            self._champion, self._baseline = None, {}
+            return
+        if self._champion is not None and self._champion[0] == champion.version:
+            return
+        model = self.artifacts.load_model(champion.artifact)
+        self._champion = (champion.version, model, self._end_of(champion))
+        self._baseline = {o.position: _predict(model, o.record) for o in self.window
+                          if o.position >= self._champion[2]}
+
+    def _compared(self) -> list[Outcome]:
+        """Window outcomes on records the followed champion never learned."""
+        unseen_from = 0 if self._champion is None else self._champion[2]
+        return [o for o in self.window if o.position >= unseen_from]
+
+    def _baseline_metrics(self, compared: list[Outcome]) -> dict[str, float]:
+        return score_predictions([(o.record.label, self._baseline.get(o.position))
+                                  for o in compared], self.spec.task)
+
+    def beats_champion(self) -> bool:
+        """Whether the learner is better than the followed champion on the records it never
+        learned: at least `early_snapshot_records` of them, by the policy's margin (the
+        registry's own comparison) and significantly (paired t of the losses >= EARLY_Z)."""
+        least = self.online.early_snapshot_records
+        if self._champion is None or least <= 0:
+            return False
+        compared = self._compared()
+        if len(compared) < least:
+            return False
+        gains = [_loss(self._baseline.get(o.position), o.record.label, self.spec.task)
+                 - _loss(o.predicted, o.record.label, self.spec.task) for o in compared]
+        finite = [g for g in gains if not math.isnan(g)]
+        if len(finite) < least or not _significant(finite):
+            return False
+        verdict = compare(self.spec.policy,
+                          score_predictions([(o.record.label, o.predicted) for o in compared],
+                                            self.spec.task),
+                          self._baseline_metrics(compared), "champion")
+        return verdict.better
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -157,8 +225,10 @@ class OnlineLearner:
         if self.learned == self._postponed_at:
             return False  # too little to compare with the champion; wait for more records
         every = self.online.snapshot_every_seconds
-        return fresh >= self.online.snapshot_every_records or (
-            every > 0 and self.clock() - self.snapshot_time >= every)
+        if fresh >= self.online.snapshot_every_records or (
+                every > 0 and self.clock() - self.snapshot_time >= every):
+            return True
+        return fresh >= self.online.early_snapshot_records > 0 and self.beats_champion()
 
     @property
     def min_compared(self) -> int:
@@ -169,20 +239,18 @@ class OnlineLearner:
         """A signed candidate of the learner as it is now, or None while too few records the
         champion never learned are in the window to compare the two on."""
         started = time.perf_counter()
-        unseen_from, baseline_model = 0, None
+        self.follow(champion)
         if champion is not None:
-            _, baseline_model, unseen_from = self._load_champion(champion)
-            have = sum(1 for o in self.window if o.position >= unseen_from)
-            if have < self.min_compared:
+            have = len(self._compared())
+            if have < self.min_compared and not self.beats_champion():
                 logger.info("snapshot of %s waits: %d records the champion v%d never learned "
                             "(needs %d)", self.name, have, champion.version, self.min_compared)
                 self._postponed_at = self.learned
                 return None
         frozen = self.datasets.snapshot(self.dataset)  # exactly what will have been learned
         self._learn_segments([(digest, end) for digest, _, end in frozen.slices])
-        compared = [o for o in self.window if o.position >= unseen_from]
-        baseline = None if baseline_model is None else score(
-            baseline_model, [o.record for o in compared], self.spec.task)
+        compared = self._compared()
+        baseline = None if champion is None else self._baseline_metrics(compared)
         self.snapshots += 1
         metrics = score_predictions([(o.record.label, o.predicted) for o in compared],
                                     self.spec.task)
@@ -222,15 +290,9 @@ class OnlineLearner:
         if state is not None and state.run.run_id == run.run_id:
             self._save(state.model_copy(update={"published": True}))
 
-    def _load_champion(self, champion: ModelVersionView) -> tuple[int, Any, int]:
-        """The champion's model (verified before unpickling) and the first log position it
-        never learned: after the last record of its training snapshot."""
-        if self._champion is None or self._champion[0] != champion.version:
-            model = self.artifacts.load_model(champion.artifact)
-            self._champion = (champion.version, model, self._end_of(champion))
-        return self._champion
-
     def _end_of(self, champion: ModelVersionView) -> int:
+        """The first log position `champion` never learned: after the last record of its
+        training snapshot."""
         lineage = champion.lineage
         try:
             snapshot = self.datasets.open_snapshot(lineage.dataset, lineage.snapshot_id)
@@ -285,6 +347,32 @@ class OnlineLearner:
 
     def _save(self, state: LearnerState) -> None:
         atomic_write(self.state_path, state.model_dump_json().encode())
+
+
+def _predict(model: Any, record: RecordValidated) -> Any:
+    try:
+        return model.predict_one(record.features)
+    except Exception:  # the champion cannot take this record: no opinion, as for the learner
+        return None
+
+
+def _loss(predicted: Any, label: Any, task: str) -> float:
+    """0/1 loss of a classification, absolute error of a regression; NaN without opinion."""
+    if predicted is None:
+        return math.nan
+    if task == "classification":
+        return 0.0 if predicted == label else 1.0
+    return abs(float(predicted) - float(label))
+
+
+def _significant(gains: list[float]) -> bool:
+    """A paired t test that the mean gain is above zero (all equal and positive: yes)."""
+    n = len(gains)
+    mean = sum(gains) / n
+    if mean <= 0:
+        return False
+    variance = sum((g - mean) ** 2 for g in gains) / max(n - 1, 1)
+    return variance == 0 or mean / math.sqrt(variance / n) >= EARLY_Z
 
 
 def _plain(value: Any) -> Any:

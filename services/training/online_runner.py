@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,9 +62,14 @@ def take_lock(path: Path) -> int | None:
 
 
 async def run_learner(bus: Bus, new_learner: Callable[[], OnlineLearner], registry_url: str,
-                      stopping: asyncio.Event, poll_seconds: float = 0.25) -> None:
+                      stopping: asyncio.Event, poll_seconds: float = 0.1,
+                      champion_seconds: float = 0.5) -> None:
     """Learn and snapshot until `stopping`; a fresh learner (restored from its last snapshot)
-    each time the worker (re)starts, so a crash mid-step never leaves half a state."""
+    each time the worker (re)starts, so a crash mid-step never leaves half a state.
+
+    The learner follows the champion: asked of the registry before new records are learned
+    (at most every `champion_seconds`) and always before a snapshot, so a snapshot is
+    compared with the champion of the moment."""
     learner = new_learner()
     lock = take_lock(learner.state_path.with_name(f"{safe_name(learner.name)}.lock"))
     while lock is None:
@@ -72,16 +79,23 @@ async def run_learner(bus: Bus, new_learner: Callable[[], OnlineLearner], regist
         lock = take_lock(learner.state_path.with_name(f"{safe_name(learner.name)}.lock"))
     try:
         pending = await asyncio.to_thread(learner.restore)
+        asked = -math.inf
         while not stopping.is_set():
             pause = poll_seconds
             try:
                 if pending is not None:
                     await _publish(bus, learner, pending)
                     pending = None
-                await asyncio.to_thread(learner.catch_up)
+                if await asyncio.to_thread(learner.news):
+                    if time.monotonic() - asked >= champion_seconds:
+                        champion = await fetch_champion(registry_url, learner.name)
+                        asked = time.monotonic()
+                        await asyncio.to_thread(learner.follow, champion)
+                    await asyncio.to_thread(learner.catch_up)
                 if learner.due():
                     trace_id_var.set(new_trace_id())  # one trace per snapshot, to its swap
                     champion = await fetch_champion(registry_url, learner.name)
+                    asked = time.monotonic()
                     pending = await asyncio.to_thread(learner.snapshot, champion)
                     continue  # publish it at once
             except (DependencyUnavailable, OSError) as exc:

@@ -195,6 +195,28 @@ def test_append_after_a_torn_log_line_is_not_lost(store: DatasetStore, tmp_path:
     assert store.record_ids("loans") >= {r.record_id for r in later}
 
 
+def test_a_reader_follows_the_log_another_store_writes(store: DatasetStore,
+                                                      tmp_path: Path) -> None:
+    """Readers parse only the lines added since they last looked: whatever another process
+    appends, a torn line in between, or a log replaced by a restore, they see it all."""
+    reader = DatasetStore(tmp_path / "datasets")
+    assert reader.segments("loans") == []
+    fill(store, [4, 3])
+    assert [s.count for s in reader.segments("loans")] == [4, 3]
+    log = tmp_path / "datasets" / "loans" / "log.jsonl"
+    with log.open("ab") as out:
+        out.write(b'{"digest": "ab12", "cou')  # a writer crashed mid-line, then restarted
+    assert [s.count for s in reader.segments("loans")] == [4, 3]
+    store.append("loans", validated_rows(5, first_sequence=7, seed=12), T0)
+    assert [s.count for s in reader.segments("loans")] == [4, 3, 5]
+    assert reader.segments("loans") == store.segments("loans")
+
+    replaced = log.with_name("restored.jsonl")
+    replaced.write_bytes(log.read_bytes().splitlines(keepends=True)[0])
+    replaced.replace(log)  # a new file: read from its start
+    assert [s.count for s in reader.segments("loans")] == [4]
+
+
 # -- ArtifactStore --------------------------------------------------------------------------
 
 

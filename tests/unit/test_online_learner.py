@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from river.datasets import synth
 
-from contracts.events import ModelTrained, RecordValidated
+from contracts.events import LifecycleAction, ModelTrained, RecordValidated
 from contracts.http import ModelVersionView
+from services.registry.handlers import judge
 from services.training.evaluation import score, score_predictions
 from services.training.online import OnlineLearner
 from services.training.online_runner import take_lock
@@ -30,7 +31,7 @@ PIPELINE = [{"estimator": "forest.ARFClassifier", "params": {"n_models": 3}}]
 
 
 def project(every: int = 200, window: int = 100, warm_up: int = 100,
-            seconds: float = 0) -> Project:
+            seconds: float = 0, early: int = 0) -> Project:
     return Project.model_validate({
         "datasets": {"sea": {
             "features": {f"x{i}": {"type": "float", "min": 0, "max": 10} for i in range(3)},
@@ -38,7 +39,9 @@ def project(every: int = 200, window: int = 100, warm_up: int = 100,
         "models": {MODEL: {
             "dataset": "sea", "pipeline": PIPELINE, "training": {"seed": 7},
             "online": {"snapshot_every_records": every, "prequential_window": window,
-                       "warm_up_records": warm_up, "snapshot_every_seconds": seconds}}}})
+                       "warm_up_records": warm_up, "snapshot_every_seconds": seconds,
+                       "early_snapshot_records": early},
+            "policy": {"promotion_margin": 0.01}}}})
 
 
 def sea_stream(n: int, drift_at: int | None = None, seed: int = 1) -> list[RecordValidated]:
@@ -80,6 +83,7 @@ class Harness:
         runs = []
         for start in range(0, len(records), SEGMENT):
             self.append(records[start:start + SEGMENT])
+            learner.follow(champion)
             learner.catch_up()
             if learner.due():
                 run = learner.snapshot(champion)
@@ -197,6 +201,48 @@ def test_snapshots_beat_a_frozen_champion_after_a_drift(tmp_path: Path) -> None:
     last = after[-1]
     assert last.baseline_metrics is not None
     assert last.metrics["accuracy"] > last.baseline_metrics["accuracy"]
+
+
+def flipped(records: list[RecordValidated]) -> list[RecordValidated]:
+    """The same records with every label flipped: a drift the champion gets all wrong."""
+    return [r.model_copy(update={"label": 1 - r.label}) for r in records]
+
+
+def test_a_learner_that_beats_the_champion_snapshots_at_once(tmp_path: Path) -> None:
+    # the cadence is far away (2,000 records); the champion is right on none of the
+    # records after a label flip, so waiting for the cadence would serve it for 2,000
+    harness = Harness(tmp_path, project(every=2000, window=300, early=50))
+    records = sea_stream(1400)
+    learner = harness.learner()
+    assert harness.stream_through(learner, records[:600]) == []
+    champion = as_champion(learner.snapshot(None), version=1)  # type: ignore[arg-type]
+    runs = harness.stream_through(learner, flipped(records[600:]), champion)
+
+    assert runs, "no snapshot before the cadence although the champion lost every record"
+    first = runs[0]
+    assert first.lineage.records <= 600 + 300
+    # what the registry will decide: better than the champion on the same records
+    assert judge(first, 1, harness.project.model(MODEL).policy)[0] is LifecycleAction.PROMOTED
+    assert first.holdout.size >= 50
+
+
+def test_a_learner_no_better_than_the_champion_waits_for_the_cadence(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, project(every=5000, window=300, early=50))
+    records = sea_stream(3000)
+    learner = harness.learner()
+    harness.stream_through(learner, records[:2000])
+    champion = as_champion(learner.snapshot(None), version=1)  # type: ignore[arg-type]
+    # the same concept: the learner is not significantly better than its own past self
+    assert harness.stream_through(learner, records[2000:], champion) == []
+
+
+def test_early_snapshots_can_be_turned_off(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, project(every=2000, window=300, early=0))
+    records = sea_stream(1400)
+    learner = harness.learner()
+    harness.stream_through(learner, records[:600])
+    champion = as_champion(learner.snapshot(None), version=1)  # type: ignore[arg-type]
+    assert harness.stream_through(learner, flipped(records[600:]), champion) == []
 
 
 def test_runs_are_signed_by_training(harness: Harness) -> None:
