@@ -165,7 +165,7 @@ class Story:
             records = [self._record(x, y, None) for x, y in
                        itertools.islice(history, cfg.initial_records)]
             await send_all(kafka, Topic.DATA_LABELED.qualified(self.prefix),
-                           [(r.record_id, r) for r in records], "demo-producer")
+                           [(r.message_key, r) for r in records], "demo-producer")
             self._tell("waiting for training, the registry and serving to bring up v1")
             version = await self._wait_for_serving(http)
             self._tell(f"serving answers with v{version}")
@@ -239,7 +239,7 @@ class Story:
             labels = [self._record(x, y, item["prediction_id"])
                       for (x, y), item in zip(rows, body["predictions"], strict=True)]
             await send_all(kafka, Topic.DATA_LABELED.qualified(self.prefix),
-                           [(r.record_id, r) for r in labels], "demo-app")
+                           [(r.message_key, r) for r in labels], "demo-app")
             served += len(rows)
             if stop_on_change and answered_by != version:
                 self.result.new_version = answered_by

@@ -173,7 +173,7 @@ def produce(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
 
     settings = CommonSettings()
     bootstrap = client_bootstrap(settings)
-    records = [(r.record_id, r) for r in read_records(file, dataset, label_column)]
+    records = [(r.message_key, r) for r in read_records(file, dataset, label_column)]
 
     async def send() -> int:
         async with producer(bootstrap, settings.kafka_client_options()) as client:

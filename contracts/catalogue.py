@@ -7,6 +7,7 @@ from typing import NamedTuple
 from contracts.base import Contract
 from contracts.events import (
     AlertRaised,
+    Feedback,
     LabeledRecord,
     ModelLifecycleChanged,
     ModelTrained,
@@ -42,6 +43,7 @@ CATALOGUE: dict[Topic, TopicContract] = {
         (Topic.MODELS_TRAINED, ModelTrained),
         (Topic.MODELS_LIFECYCLE, ModelLifecycleChanged),
         (Topic.PREDICTIONS, PredictionMade),
+        (Topic.FEEDBACK, Feedback),
         (Topic.ALERTS, AlertRaised),
     )
 }

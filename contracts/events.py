@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from contracts.base import Contract, FeatureValue, StrictContract, utcnow
 
@@ -24,6 +24,8 @@ LINEAGE_EXAMPLE: dict[str, Any] = {
     "hyperparameters": {"passes": 10, "holdout_fraction": 0.2}, "seed": 42,
     "code_version": "0.1.0"}
 PROFILE_EXAMPLE: dict[str, Any] = {"age": {"edges": [30.0, 50.0], "fractions": [0.3, 0.4, 0.3]}}
+MAX_PREDICTION_ID = 200
+"""Longest prediction id a label may name (serving's own are 32 characters)."""
 MAX_REASON = 1000
 """Longest free-text reason (characters), in events and HTTP bodies alike: it is stored in the
 registry's audit log and must fit, with the rest of its event, in one broker message."""
@@ -38,21 +40,74 @@ the registry's database and every lifecycle event of the version."""
 
 
 class LabeledRecord(StrictContract):
-    """A labeled record published by any producer on data.labeled (key = record_id)."""
+    """A labeled record published by any producer on data.labeled (key = record_id).
 
-    dataset: str = Field(description="Name of a dataset declared in the project file.",
-                         examples=["loans"])
-    record_id: str = Field(min_length=1, description="Unique id of the record; duplicates are "
-                           "dropped by ingestion.", examples=["rec-000042"])
-    features: dict[str, FeatureValue] = Field(description="Feature name to value.",
-                                              examples=[_FEATURES_EXAMPLE])
+    Two shapes: a whole record (dataset, record_id, features, label; `prediction_id` when it
+    is the late label of a prediction), or feedback alone (`prediction_id` and `label`, no
+    dataset, id or features): the prediction's own features and model complete it."""
+
+    dataset: str | None = Field(default=None, description="Name of a dataset declared in the "
+                                "project file (required unless the record is feedback alone).",
+                                examples=["loans"])
+    record_id: str | None = Field(default=None, min_length=1, description="Unique id of the "
+                                  "record; duplicates are dropped by ingestion (required unless "
+                                  "the record is feedback alone).", examples=["rec-000042"])
+    features: dict[str, FeatureValue] | None = Field(
+        default=None, description="Feature name to value (required unless the record is "
+        "feedback alone).", examples=[_FEATURES_EXAMPLE])
     label: FeatureValue = Field(description="The observed target value.", examples=[1])
     event_time: datetime | None = Field(default=None, description="When the record was observed "
                                         "(RFC 3339); defaults to ingestion time.",
                                         examples=["2026-11-22T10:00:00Z"])
-    prediction_id: str | None = Field(default=None, description="Set when this record is the late "
+    prediction_id: str | None = Field(default=None, max_length=MAX_PREDICTION_ID,
+                                      description="Set when this record is the late "
                                       "label of an earlier prediction.",
                                       examples=["pred-7f3a"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_or_feedback(cls, data: Any) -> Any:
+        """Name every missing part at once: a whole record, or feedback alone."""
+        if not isinstance(data, dict):
+            return data
+        whole = ("dataset", "record_id", "features", "label")
+        if "prediction_id" in data and not any(part in data for part in whole[:3]):
+            needed: tuple[str, ...] = ("label",)  # feedback alone
+        else:
+            needed = whole
+        missing = [part for part in needed if part not in data]
+        if missing and missing != ["label"]:  # the label alone: pydantic names that field
+            raise ValueError(f"missing {', '.join(missing)}: a record needs dataset, "
+                             "record_id, features and label, or only prediction_id and label "
+                             "(feedback)")
+        return data
+
+    @property
+    def message_key(self) -> str:
+        """Its key on data.labeled: the record id, or the prediction id of feedback alone."""
+        return self.record_id or self.prediction_id or ""
+
+    @property
+    def is_feedback(self) -> bool:
+        """Only a prediction id and its label: the prediction supplies the rest."""
+        return self.features is None
+
+
+class Feedback(Contract):
+    """The observed label of one prediction, known by its id alone (key = prediction_id).
+
+    Serving publishes it for `POST /v1/feedback`, ingestion for a label-only record on
+    data.labeled; monitoring joins it with the prediction, which supplies the model, version
+    and features."""
+
+    prediction_id: str = Field(min_length=1, max_length=MAX_PREDICTION_ID,
+                               description="Id of the prediction, as serving answered it.",
+                               examples=["pred-7f3a"])
+    label: FeatureValue = Field(description="The observed target value.", examples=[1])
+    at: datetime = Field(default_factory=utcnow, description="When it was received.",
+                         examples=["2026-11-22T10:09:00Z"])
+    source: str = Field(default="http", max_length=MAX_NAME,
+                        description="How it came: http or data.labeled.", examples=["http"])
 
 
 class RecordValidated(Contract):

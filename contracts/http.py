@@ -12,6 +12,7 @@ from contracts.events import (
     ARTIFACT_EXAMPLE,
     LINEAGE_EXAMPLE,
     MAX_NAME,
+    MAX_PREDICTION_ID,
     MAX_REASON,
     MAX_VERSION,
     PROFILE_EXAMPLE,
@@ -37,6 +38,22 @@ class BatchPredictRequest(StrictContract):
     instances: list[dict[str, Any]] = Field(min_length=1, max_length=10_000,
                                             description="Feature mappings, one per instance.",
                                             examples=[[_FEATURES]])
+
+
+class FeedbackItem(StrictContract):
+    """Body of POST /v1/feedback (or one item of a list of them): the observed label of a
+    prediction, named by the `prediction_id` serving answered with."""
+
+    prediction_id: str = Field(min_length=1, max_length=MAX_PREDICTION_ID,
+                               description="Id of the prediction, as serving answered it.",
+                               examples=["3f9c2a7b1e0d4c56a8b9e0f1a2b3c4d5"])
+    label: FeatureValue = Field(description="The observed target value.", examples=[1])
+
+
+class FeedbackAccepted(Contract):
+    """Answer of POST /v1/feedback: every item was durably published."""
+
+    accepted: int = Field(description="Feedback items published.", examples=[1])
 
 
 class PredictionItem(Contract):

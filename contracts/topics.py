@@ -15,6 +15,7 @@ class Topic(StrEnum):
     MODELS_TRAINED = "models.trained"
     MODELS_LIFECYCLE = "models.lifecycle"
     PREDICTIONS = "predictions"
+    FEEDBACK = "feedback"
     ALERTS = "alerts"
 
     def qualified(self, prefix: str = "") -> str:

@@ -62,6 +62,12 @@ class PortInUse(ConfigError):
     template = "port {port} for {service} is in use on {host}: set {variable} to a free port"
 
 
+class UnreadableInput(DriftloopError):
+    """A file handed to the CLI holds something that is not a record."""
+
+    template = "{where}: {detail}"
+
+
 class InvalidInput(DriftloopError):
     """The input is wrong in itself; retrying cannot help."""
 
@@ -76,6 +82,12 @@ class InvalidRecord(InvalidInput):
 
 class InvalidFeatures(InvalidInput):
     template = "{detail}"
+
+
+class InvalidFeedback(InvalidInput):
+    """POST /v1/feedback's body cannot be taken as sent."""
+
+    template = "invalid feedback: {detail}"
 
 
 class UnknownDataset(InvalidInput):

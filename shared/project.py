@@ -175,6 +175,10 @@ class OnlineSpec(_Spec):
     paired test on the two's losses), with as many new since the last snapshot. After a
     drift this is what brings an adapted learner to serving within tens of records rather
     than a whole cadence. 0: only by the cadence."""
+    offer_when_better: bool = True
+    """At the cadence, offer a snapshot only when it beats the champion on the compared
+    records by the registry's own comparison (the registry still gates it). False: offer every
+    one, for an audit trail of each (an ARF(10) snapshot is ~3–13 MB: each is stored)."""
 
 
 class TrainingSpec(_Spec):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from datetime import datetime
 from typing import cast
 
 from contracts.base import utcnow
-from contracts.events import LabeledRecord
+from contracts.events import Feedback, LabeledRecord
 from contracts.topics import Topic
 from services.ingestion.handlers import Ingestor
 from services.ingestion.metrics import RECORDS
@@ -27,14 +29,16 @@ def labeled_handler(bus: Bus, ingestor: Ingestor) -> BatchHandler:
     the same ce_id, which consumers de-duplicate.
     """
 
-    async def handle(batch: list[Delivery]) -> list[Rejection]:
+    async def handle(everything: list[Delivery]) -> list[Rejection]:
         now = utcnow()
+        batch = [d for d in everything if not cast(LabeledRecord, d.event).is_feedback]
+        sends = [_forward_feedback(bus, d, now) for d in everything
+                 if cast(LabeledRecord, d.event).is_feedback]
         records = [cast(LabeledRecord, d.event) for d in batch]
         outcome = ingestor.sort(records, now)
-        by_id: dict[tuple[str, str], Delivery] = {}
+        by_id: dict[tuple[str | None, str | None], Delivery] = {}
         for record, delivery in zip(records, batch, strict=True):
             by_id.setdefault((record.dataset, record.record_id), delivery)
-        sends = []
         for dataset, rows in outcome.accepted.items():
             for row in rows:
                 trace = by_id[(dataset, row.record_id)].envelope.trace_id
@@ -46,6 +50,7 @@ def labeled_handler(bus: Bus, ingestor: Ingestor) -> BatchHandler:
         except OSError as exc:  # disk full or unwritable: retry the batch, never drop it
             raise DependencyUnavailable(dependency="dataset store", detail=str(exc)) from exc
         accepted = sum(len(rows) for rows in outcome.accepted.values())
+        RECORDS.labels("feedback").inc(len(everything) - len(batch))
         RECORDS.labels("accepted").inc(accepted)
         RECORDS.labels("duplicate").inc(outcome.duplicates)
         RECORDS.labels("rejected").inc(len(outcome.rejected))
@@ -53,3 +58,19 @@ def labeled_handler(bus: Bus, ingestor: Ingestor) -> BatchHandler:
                 for index, exc in outcome.rejected.items()]
 
     return handle
+
+
+def _forward_feedback(bus: Bus, delivery: Delivery, now: datetime) -> Awaitable[None]:
+    """A label-only record goes to the feedback topic, keyed by its prediction id (so it
+    meets the prediction in the same partition); the prediction will supply its dataset and
+    features, and monitoring sends the completed record back here. Its id is the record's
+    place in data.labeled: a redelivered batch forwards it again under the same id."""
+    record = cast(LabeledRecord, delivery.event)
+    assert record.prediction_id is not None  # is_feedback
+    where = delivery.record
+    return bus.publish(Topic.FEEDBACK,
+                       Feedback(prediction_id=record.prediction_id, label=record.label, at=now,
+                                source=Topic.DATA_LABELED.value),
+                       key=record.prediction_id,
+                       ce_id=f"labeled/{where.partition}/{where.offset}",
+                       trace_id=delivery.envelope.trace_id)

@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 def validate(record: LabeledRecord, project: Project, sequence: int,
              ingested_at: datetime) -> RecordValidated:
     """The record normalised to its dataset's contract, or InvalidRecord naming each field."""
+    if record.dataset is None or record.record_id is None or record.features is None:
+        raise InvalidRecord(dataset=str(record.dataset), detail="feedback alone is not a record",
+                            errors=[("features", "a record needs dataset, record_id and "
+                                     "features")])
     spec = project.datasets.get(record.dataset)
     if spec is None:
         raise UnknownDataset(dataset=record.dataset[:100],
@@ -84,23 +88,23 @@ class Ingestor:
         outcome = Outcome()
         in_batch: dict[tuple[str, str], bytes] = {}
         for index, record in enumerate(records):
-            known = (self._known(record.dataset) if record.dataset in self.project.datasets
-                     else {})
-            batch = outcome.accepted.setdefault(record.dataset, [])
-            sequence = self._sizes.get(record.dataset, 0) + len(batch)
+            dataset = record.dataset or ""  # feedback alone has none, and `validate` refuses it
+            known = self._known(dataset) if dataset in self.project.datasets else {}
+            batch = outcome.accepted.setdefault(dataset, [])
+            sequence = self._sizes.get(dataset, 0) + len(batch)
             try:
                 validated = validate(record, self.project, sequence, ingested_at)
             except (InvalidRecord, UnknownDataset) as exc:
                 outcome.rejected[index] = exc
                 continue
             digest = content_digest(validated)
-            key = (record.dataset, record.record_id)
-            earlier = in_batch.get(key, known.get(record.record_id))
+            key = (validated.dataset, validated.record_id)
+            earlier = in_batch.get(key, known.get(validated.record_id))
             if earlier == digest:
                 outcome.duplicates += 1
             elif earlier is not None:
                 outcome.rejected[index] = ConflictingRecord(
-                    dataset=record.dataset, record_id=shown(record.record_id),
+                    dataset=dataset, record_id=shown(validated.record_id),
                     errors=[("record_id", "already ingested with different content")])
             else:
                 batch.append(validated)

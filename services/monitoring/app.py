@@ -24,7 +24,8 @@ def create_app(settings: MonitoringSettings) -> FastAPI:
 
     async def on_start(runtime: Runtime) -> None:
         consumer = Consumer(runtime.bus, settings.group_id,
-                            [Topic.PREDICTIONS, Topic.DATA_VALIDATED, Topic.MODELS_LIFECYCLE],
+                            [Topic.PREDICTIONS, Topic.FEEDBACK, Topic.DATA_VALIDATED,
+                             Topic.MODELS_LIFECYCLE],
                             monitor_handler(runtime.bus, monitor, registry), max_records=1000,
                             stateful=True)
         runtime.spawn("monitor", consumer.run)

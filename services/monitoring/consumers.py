@@ -7,8 +7,11 @@ import logging
 
 from contracts.events import (
     AlertRaised,
+    Feedback,
+    LabeledRecord,
     ModelLifecycleChanged,
     PredictionMade,
+    RecordRejected,
     RecordValidated,
 )
 from contracts.topics import Topic
@@ -28,6 +31,13 @@ async def publish_action(bus: Bus, action: Action, trace_id: str) -> None:
     if isinstance(action, AlertRaised):
         await bus.publish(Topic.ALERTS, action, key=action.model,
                           ce_id=alert_event_id(action), trace_id=trace_id)
+    elif isinstance(action, LabeledRecord):  # feedback completed by its prediction
+        assert action.record_id is not None
+        await bus.publish(Topic.DATA_LABELED, action, key=action.record_id,
+                          ce_id=action.record_id, trace_id=trace_id)
+    elif isinstance(action, RecordRejected):  # feedback whose prediction never came
+        await bus.publish(Topic.DATA_REJECTED, action, key=action.key or "",
+                          trace_id=trace_id)
     else:
         await bus.publish(Topic.TRAINING_REQUESTS, action, key=action.model,
                           ce_id=action.request_id, trace_id=trace_id)
@@ -56,6 +66,8 @@ def monitor_handler(bus: Bus, monitor: Monitor, registry: Verifier) -> BatchHand
             actions = monitor.on_prediction(event)
         elif isinstance(event, RecordValidated):
             actions = monitor.on_label(event)
+        elif isinstance(event, Feedback):
+            actions = monitor.on_feedback(event)
         elif isinstance(event, ModelLifecycleChanged):
             verify_decision(monitor, registry, event)
             actions = monitor.on_lifecycle(event)

@@ -5,6 +5,7 @@ No Kafka or HTTP types: each method returns the events to publish.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 import uuid
@@ -16,9 +17,12 @@ from contracts.events import (
     AlertRaised,
     BinnedDistribution,
     DataWindow,
+    Feedback,
+    LabeledRecord,
     LifecycleAction,
     ModelLifecycleChanged,
     PredictionMade,
+    RecordRejected,
     RecordValidated,
     TrainingReason,
     TrainingRequested,
@@ -27,16 +31,24 @@ from services.monitoring.alerts import concept_drift_alert, data_drift_alert, me
 from services.monitoring.concept import ConceptWatch, DriftSignal, error_of, expected_error
 from services.monitoring.data_drift import DataDriftWatch, FeatureShift
 from services.monitoring.incident import DriftIncident, FiringAlert
-from services.monitoring.join import LabeledPair, LabelJoin, Predicted
+from services.monitoring.join import LabeledPair, LabelJoin, Predicted, compact_json
 from services.monitoring.metrics import SWAP_LATENCY_SAMPLES, SWAP_LATENCY_SECONDS
 from services.monitoring.watch import ModelWatch
 from shared.errors import InvalidInput
 from shared.project import Project
-from shared.records import check_number, describe
+from shared.records import check_number, check_value, describe
 
 logger = logging.getLogger(__name__)
 
-Action = AlertRaised | TrainingRequested
+Action = AlertRaised | TrainingRequested | LabeledRecord | RecordRejected
+"""What monitoring publishes: alerts and retrain requests, and for feedback that came alone
+the completed labeled record (to data.labeled) or its dead letter (to data.rejected)."""
+
+
+def feedback_record_id(prediction_id: str) -> str:
+    """The record id of the labeled record completed from a prediction and its feedback: one
+    per prediction, so a redelivered feedback is a duplicate ingestion drops."""
+    return f"feedback-{prediction_id}"
 
 
 class Monitor:
@@ -121,20 +133,52 @@ class Monitor:
         shifts = watch.data.update(event.features, watch.data_firing)
         if shifts:
             actions += self._data_drift(watch, shifts)
-        made = Predicted(watch.name, event.version, event.prediction)
+        made = Predicted(watch.name, event.version, event.prediction,
+                         compact_json(event.features), event.at)
         label = self.join.prediction(event.prediction_id, made)
         if label is not None:
-            actions += self._labeled(watch, made, label)
+            actions += self._joined(watch, event.prediction_id, made, label)
         return actions
 
     def on_label(self, record: RecordValidated) -> list[Action]:
-        if record.prediction_id is None:
+        """A whole labeled record that names its prediction. One completed from feedback
+        was scored when the feedback met its prediction: not again."""
+        if record.prediction_id is None or record.record_id == feedback_record_id(
+                record.prediction_id):
             return []
         label = LabeledPair(record.label, record.ingested_at)
-        prediction = self.join.label(record.prediction_id, label)
-        if prediction is None or prediction.model not in self.watches:
-            return []
-        return self._labeled(self.watches[prediction.model], prediction, label)
+        return self._label(record.prediction_id, label)
+
+    def on_feedback(self, event: Feedback) -> list[Action]:
+        """A label known by its prediction id alone."""
+        return self._label(event.prediction_id, LabeledPair(event.label, event.at, event))
+
+    def _label(self, prediction_id: str, label: LabeledPair) -> list[Action]:
+        prediction = self.join.label(prediction_id, label)
+        actions: list[Action] = [
+            _expired(feedback, why) for feedback, why in self.join.expired_feedback()]
+        if prediction is not None and prediction.model in self.watches:
+            actions += self._joined(self.watches[prediction.model], prediction_id, prediction,
+                                    label)
+        return actions
+
+    def _joined(self, watch: ModelWatch, prediction_id: str, prediction: Predicted,
+                label: LabeledPair) -> list[Action]:
+        """Score the pair; feedback that came alone also becomes a whole record for the
+        dataset (ingestion validates it like any other: a label of the wrong type is
+        dead-lettered there with its reason, and scores nothing here)."""
+        actions: list[Action] = []
+        problems: list[tuple[str, str]] = []  # a whole record's label was checked by ingestion
+        if label.feedback is not None:
+            check_value("label", label.label, self.project.datasets[watch.spec.dataset].label,
+                        problems)
+            actions.append(LabeledRecord(
+                dataset=watch.spec.dataset, record_id=feedback_record_id(prediction_id),
+                features=prediction.features, label=label.label,
+                event_time=prediction.at, prediction_id=prediction_id))
+        if not problems:
+            actions += self._labeled(watch, prediction, label)
+        return actions
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -303,3 +347,13 @@ def _check_numbers(event: PredictionMade) -> None:
     if problems:
         raise InvalidInput(detail=f"prediction {event.prediction_id[:100]!r}: "
                                   f"{describe(problems)}", errors=problems)
+
+
+def _expired(feedback: Feedback, why: str) -> RecordRejected:
+    """The dead letter of feedback whose prediction never came."""
+    body = feedback.model_dump_json()
+    return RecordRejected(
+        source_topic="feedback", partition=-1, offset=-1, key=feedback.prediction_id,
+        value_base64=base64.b64encode(body.encode()).decode(), value_text=body,
+        reason=f"no prediction {feedback.prediction_id[:80]!r} seen: the feedback {why}",
+        rejected_by="monitoring")

@@ -2,22 +2,30 @@
 
 Either side may arrive first (they travel on different topics), so each waits
 for the other in an insertion-ordered map bounded by count and by age. Only
-what scoring needs is kept (model, version and output; label and its time),
-and ids are kept at a bounded length, so a bound in entries is a bound in
-bytes: ~300 bytes per waiting prediction, whatever the events carried.
+what scoring and completing feedback need is kept (model, version, output, the
+features as compact JSON and when; label and its time), and ids are kept at a
+bounded length: a few hundred bytes per waiting prediction plus its features'
+JSON (serving validated them against the dataset's declared features, so their
+count is the dataset's).
+Feedback that waits longer than the TTL for its prediction is handed back by
+`expired()`, to be dead-lettered with that reason rather than dropped unseen.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+import orjson
+
 from contracts.base import FeatureValue
+from contracts.events import Feedback
 from services.monitoring.metrics import JOIN_DROPPED
 
 T = TypeVar("T")
@@ -33,14 +41,31 @@ class Predicted:
     model: str
     version: int
     prediction: FeatureValue | None
+    features_json: bytes = b"{}"
+    """The features as compact JSON: a third of a dict's bytes, read back only when feedback
+    that came alone needs them."""
+    at: datetime | None = None
+
+    @property
+    def features(self) -> dict[str, FeatureValue]:
+        loaded: dict[str, FeatureValue] = orjson.loads(self.features_json)
+        return loaded
 
 
 @dataclass(frozen=True, slots=True)
 class LabeledPair:
-    """What the join keeps of a label."""
+    """What the join keeps of a label; `feedback` when it came alone (the prediction then
+    completes it into a record for the dataset)."""
 
     label: FeatureValue
     ingested_at: datetime
+    feedback: Feedback | None = None
+
+
+def compact_json(features: Mapping[str, FeatureValue]) -> bytes:
+    """Features as the join keeps them: exact-size JSON (orjson's output keeps a 4 KB
+    buffer per object, ten times what the JSON needs)."""
+    return json.dumps(features, separators=(",", ":")).encode()
 
 
 def join_key(prediction_id: str) -> str:
@@ -59,6 +84,9 @@ class _Waiting(Generic[T]):
         self.clock = clock
         self.dropped = 0
         """Entries evicted (bound reached) or expired (ttl passed) before their pair came."""
+        self.gone: list[tuple[T, str]] = []
+        """Those entries with why (for a caller that must account for each), until taken."""
+        self.keep_gone = False
         self._full = JOIN_DROPPED.labels(side, "full")
         self._expired = JOIN_DROPPED.labels(side, "expired")
 
@@ -67,15 +95,19 @@ class _Waiting(Generic[T]):
         self.items[key] = (now, item)
         self.items.move_to_end(key)
         while self.items:
-            oldest_key, (added, _) = next(iter(self.items.items()))
+            oldest_key, (added, oldest) = next(iter(self.items.items()))
             if len(self.items) > self.max_size:
                 self._full.inc()
+                why = f"more than {self.max_size} waiting"
             elif now - added > self.ttl:
                 self._expired.inc()
+                why = f"waited longer than {self.ttl:g}s"
             else:
                 break
             del self.items[oldest_key]
             self.dropped += 1
+            if self.keep_gone:
+                self.gone.append((oldest, why))
 
     def pop(self, key: str) -> T | None:
         found = self.items.pop(key, None)
@@ -94,6 +126,7 @@ class LabelJoin:
                                                          ttl_seconds, clock)
         self.labels: _Waiting[LabeledPair] = _Waiting("label", max_labels or max_predictions,
                                                   ttl_seconds, clock)
+        self.labels.keep_gone = True
 
     def prediction(self, prediction_id: str, made: Predicted) -> LabeledPair | None:
         """The label already waiting for this prediction, or None (the prediction waits)."""
@@ -113,3 +146,8 @@ class LabelJoin:
 
     def pending(self) -> int:
         return len(self.predictions.items) + len(self.labels.items)
+
+    def expired_feedback(self) -> list[tuple[Feedback, str]]:
+        """Feedback that left the join without meeting its prediction since the last call."""
+        gone, self.labels.gone = self.labels.gone, []
+        return [(pair.feedback, why) for pair, why in gone if pair.feedback is not None]

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from contracts.topics import Topic
 from services.serving.consumers import follow_champions, lifecycle_handler
+from services.serving.feedback import build_router as feedback_router
 from services.serving.handlers import Predictor
 from services.serving.models import ModelManager
 from services.serving.publishing import deliver_to, prediction_outbox
@@ -54,4 +55,5 @@ def create_app(settings: ServingSettings) -> FastAPI:
     predictor = Predictor(project, models, deliver_to(outbox, settings),
                           settings.max_batch_instances, settings.inline_body_bytes)
     app.include_router(build_router(predictor, runtime.auth))
+    app.include_router(feedback_router(runtime.bus, project, runtime.auth))
     return app

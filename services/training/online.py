@@ -16,8 +16,10 @@ scoring it when the snapshot is taken, costs one prediction a record rather than
 at every snapshot, and tells at any time whether the learner beats the champion. When it
 does, significantly and by the policy's margin, a snapshot is due at once
 (`early_snapshot_records`): after a drift the adapted learner reaches serving within tens of
-records instead of a whole cadence. A new champion's predictions over the window are
-computed once, when it is first followed.
+records instead of a whole cadence. At the cadence, a snapshot that would not beat the
+champion by the registry's own comparison is not offered (`offer_when_better`): an ARF(10)
+snapshot is megabytes to pickle, store, register and load, and most were rejected. A new
+champion's predictions over the window are computed once, when it is first followed.
 
 Restart. Each snapshot stores the learner's state (its model, as the signed artifact, and the
 window's predictions); a restarted learner loads the last one, verified, and replays the
@@ -199,21 +201,31 @@ class OnlineLearner:
         learned: at least `early_snapshot_records` of them, by the policy's margin (the
         registry's own comparison) and significantly (paired t of the losses >= EARLY_Z)."""
         least = self.online.early_snapshot_records
-        if self._champion is None or least <= 0:
-            return False
+        return least > 0 and self._champion is not None and self._better(least, True)
+
+    def _better(self, least: int, significantly: bool) -> bool:
+        """The registry's comparison of learner and champion on at least `least` compared
+        records; with `significantly`, also the paired test of their losses."""
         compared = self._compared()
         if len(compared) < least:
             return False
-        gains = [_loss(self._baseline.get(o.position), o.record.label, self.spec.task)
-                 - _loss(o.predicted, o.record.label, self.spec.task) for o in compared]
-        finite = [g for g in gains if not math.isnan(g)]
-        if len(finite) < least or not _significant(finite):
-            return False
+        if significantly:
+            gains = [_loss(self._baseline.get(o.position), o.record.label, self.spec.task)
+                     - _loss(o.predicted, o.record.label, self.spec.task) for o in compared]
+            finite = [g for g in gains if not math.isnan(g)]
+            if len(finite) < least or not _significant(finite):
+                return False
         verdict = compare(self.spec.policy,
                           score_predictions([(o.record.label, o.predicted) for o in compared],
                                             self.spec.task),
                           self._baseline_metrics(compared), "champion")
         return verdict.better
+
+    def _worth_offering(self) -> bool:
+        """A snapshot at the cadence is offered when there is no champion, when every one is
+        to be offered (`offer_when_better = false`), or when it beats the champion."""
+        return (self._champion is None or not self.online.offer_when_better
+                or self._better(self.min_compared, False))
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -227,7 +239,7 @@ class OnlineLearner:
         every = self.online.snapshot_every_seconds
         if fresh >= self.online.snapshot_every_records or (
                 every > 0 and self.clock() - self.snapshot_time >= every):
-            return True
+            return self._worth_offering() or self.beats_champion()
         return fresh >= self.online.early_snapshot_records > 0 and self.beats_champion()
 
     @property
@@ -240,11 +252,16 @@ class OnlineLearner:
         champion never learned are in the window to compare the two on."""
         started = time.perf_counter()
         self.follow(champion)
-        if champion is not None:
+        if champion is not None and not self.beats_champion():
             have = len(self._compared())
-            if have < self.min_compared and not self.beats_champion():
+            if have < self.min_compared:
                 logger.info("snapshot of %s waits: %d records the champion v%d never learned "
                             "(needs %d)", self.name, have, champion.version, self.min_compared)
+                self._postponed_at = self.learned
+                return None
+            if not self._worth_offering():
+                logger.debug("snapshot of %s not offered: no better than champion v%d on %d "
+                             "records", self.name, champion.version, have)
                 self._postponed_at = self.learned
                 return None
         frozen = self.datasets.snapshot(self.dataset)  # exactly what will have been learned

@@ -41,6 +41,9 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # Open by nature: liveness, readiness and the API's own description say nothing of state.
 ALWAYS_OPEN = {"/healthz", "/readyz"}
 PREDICT = "/v1/models/{model}/predict"
+FEEDBACK = "/v1/feedback"
+INFERENCE = (PREDICT, FEEDBACK)
+"""Open by setting (DRIFTLOOP_AUTH_OPEN_PREDICT): an answer, and the label of an answer."""
 # The state-changing endpoints of the platform, and what each needs. A new one fails
 # test_the_mutating_routes_are_the_known_ones until it is added here (and guarded).
 KNOWN_MUTATING = {("registry", "/v1/models/{model}/promote"): "operator",
@@ -51,6 +54,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/v1/models/{model}/rollback": {"reason": "incident", "actor": "mallory"},
     "/v1/models/{model}/train": {"last": 100},
     PREDICT: {"features": {}},
+    FEEDBACK: {"prediction_id": "p-1", "label": 1},
 }
 
 
@@ -115,7 +119,7 @@ def routes(app: FastAPI) -> list[tuple[str, str]]:
 
 
 def mutating(app: FastAPI) -> list[tuple[str, str]]:
-    return [(m, p) for m, p in routes(app) if m in MUTATING and p != PREDICT]
+    return [(m, p) for m, p in routes(app) if m in MUTATING and p not in INFERENCE]
 
 
 def reads(app: FastAPI) -> list[tuple[str, str]]:
@@ -196,7 +200,8 @@ async def test_reads_are_open_by_default(build: AppFactory, service: str) -> Non
 @pytest.mark.parametrize("service", SERVICES)
 async def test_closed_reads_need_a_viewer(build: AppFactory, service: str) -> None:
     app = build(service, auth_tokens=ENTRIES, auth_open_reads=False, auth_open_predict=False)
-    checked = reads(app) + ([("POST", PREDICT)] if service == "serving" else [])
+    checked = reads(app) + ([("POST", path) for path in INFERENCE] if service == "serving"
+                            else [])
     assert ("GET", "/metrics") in checked
     assert service not in ("registry", "monitoring", "serving") or len(checked) > 2
     for method, path in checked:
@@ -207,10 +212,11 @@ async def test_closed_reads_need_a_viewer(build: AppFactory, service: str) -> No
         assert (await call(app, "GET", path)).status_code == 200
 
 
+@pytest.mark.parametrize("path", INFERENCE)
 async def test_predict_is_open_by_default_even_when_reads_are_closed(
-        build: AppFactory) -> None:
+        build: AppFactory, path: str) -> None:
     app = build("serving", auth_tokens=ENTRIES, auth_open_reads=False)
-    response = await call(app, "POST", PREDICT)
+    response = await call(app, "POST", path)
     assert response.status_code not in (401, 403), response.text
 
 

@@ -152,8 +152,11 @@ def test_json_that_is_not_an_object_is_one_whole_value_error() -> None:
 
 
 def test_missing_fields_are_named() -> None:
-    assert errors_of(b'{"dataset": "loans"}') == [
-        ("record_id", "Field required"), ("features", "Field required"),
+    [(field, message)] = errors_of(b'{"dataset": "loans"}')
+    assert field == "" and "missing record_id, features, label:" in message
+    # feedback alone needs only its label, and a missing label alone is that field's error
+    assert errors_of(b'{"prediction_id": "p-1"}') == [("label", "Field required")]
+    assert errors_of(b'{"dataset": "loans", "record_id": "r", "features": {}}') == [
         ("label", "Field required")]
 
 

@@ -169,7 +169,9 @@ def test_event_schemas_name_their_topic_and_ce_type() -> None:
 # -- topic catalogue ----------------------------------------------------------------------------
 
 DESIGN_TOPICS = ["data.labeled", "data.validated", "data.rejected", "training.requests",
-                 "models.trained", "models.lifecycle", "predictions", "alerts"]
+                 "models.trained", "models.lifecycle", "predictions", "feedback", "alerts"]
+"""../shared/DESIGN.md's topics, and `feedback` (labels named by prediction id alone, keyed
+like the predictions they join: docs/ARCHITECTURE.md)."""
 
 
 def test_topic_names_are_the_design_defaults() -> None:

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from contracts.events import LifecycleAction
 from services.monitoring.handlers import Monitor
-from services.monitoring.join import Predicted
+from services.monitoring.join import Predicted, compact_json
 from services.monitoring.settings import MonitoringSettings
 from tests.unit.factories import demo_project, label_for, prediction
 from tests.unit.test_monitoring_logic import MODEL, lifecycle
@@ -59,22 +59,27 @@ def test_the_project_can_only_lower_the_setting() -> None:
     assert unbounded.join.predictions.max_size == project_bound
 
 
-def test_a_pending_prediction_keeps_only_what_scoring_needs() -> None:
+def test_a_pending_prediction_keeps_only_what_scoring_and_feedback_need() -> None:
     monitor = watching()
-    monitor.on_prediction(prediction(1, 1, predicted=0, features=FEATURES))
-    assert monitor.join.predictions.items["pred-1"][1] == Predicted(MODEL, 1, 0)
+    made = prediction(1, 1, predicted=0, features=FEATURES)
+    monitor.on_prediction(made)
+    kept = monitor.join.predictions.items["pred-1"][1]
+    assert kept == Predicted(MODEL, 1, 0, compact_json(FEATURES), made.at)
+    assert kept.features == FEATURES  # what completes feedback that came alone
 
 
 def test_pending_predictions_cost_a_few_hundred_bytes_whatever_they_carry() -> None:
-    """Counted in bytes allocated, not time: 10k unlabeled predictions with 100 KB ids."""
+    """Counted in bytes allocated, not time: 10k unlabeled predictions with 100 KB ids, each
+    with its own copy of the demo's 9 features (as decoding gives every event)."""
     monitor = watching(max_pending_predictions=10_000)
-    events = [prediction(i, 1, features=FEATURES).model_copy(
+    events = [prediction(i, 1, features=dict(FEATURES)).model_copy(
         update={"prediction_id": f"{i:08d}" + "x" * 100_000,
                 "probabilities": {"0": 0.25, "1": 0.75}}) for i in range(200)]
     tracemalloc.start()
     try:
         for i in range(10_000):
-            event = events[i % 200].model_copy(update={"prediction_id": f"p-{i:08d}-" * 4})
+            event = events[i % 200].model_copy(update={"prediction_id": f"p-{i:08d}-" * 4,
+                                                       "features": dict(FEATURES)})
             monitor.on_prediction(event)
         for event in events:
             monitor.on_prediction(event)  # a 100 KB id is kept as its digest
@@ -82,7 +87,7 @@ def test_pending_predictions_cost_a_few_hundred_bytes_whatever_they_carry() -> N
     finally:
         tracemalloc.stop()
     assert len(monitor.join.predictions.items) == 10_000
-    assert held / 10_000 < 500, f"{held / 10_000:.0f} bytes per pending prediction"
+    assert held / 10_000 < 800, f"{held / 10_000:.0f} bytes per pending prediction"
     long_id = events[-1].prediction_id
     assert monitor.on_label(label_for(0, 1).model_copy(update={"prediction_id": long_id})) == []
     assert len(monitor.join.predictions.items) == 9_999  # ...and still pairs with its label

@@ -31,7 +31,7 @@ PIPELINE = [{"estimator": "forest.ARFClassifier", "params": {"n_models": 3}}]
 
 
 def project(every: int = 200, window: int = 100, warm_up: int = 100,
-            seconds: float = 0, early: int = 0) -> Project:
+            seconds: float = 0, early: int = 0, when_better: bool = False) -> Project:
     return Project.model_validate({
         "datasets": {"sea": {
             "features": {f"x{i}": {"type": "float", "min": 0, "max": 10} for i in range(3)},
@@ -40,7 +40,7 @@ def project(every: int = 200, window: int = 100, warm_up: int = 100,
             "dataset": "sea", "pipeline": PIPELINE, "training": {"seed": 7},
             "online": {"snapshot_every_records": every, "prequential_window": window,
                        "warm_up_records": warm_up, "snapshot_every_seconds": seconds,
-                       "early_snapshot_records": early},
+                       "early_snapshot_records": early, "offer_when_better": when_better},
             "policy": {"promotion_margin": 0.01}}}})
 
 
@@ -234,6 +234,43 @@ def test_a_learner_no_better_than_the_champion_waits_for_the_cadence(tmp_path: P
     champion = as_champion(learner.snapshot(None), version=1)  # type: ignore[arg-type]
     # the same concept: the learner is not significantly better than its own past self
     assert harness.stream_through(learner, records[2000:], champion) == []
+
+
+def with_registry(harness: Harness, learner: OnlineLearner, records: list[RecordValidated],
+                  champion: ModelVersionView) -> tuple[list[ModelTrained], ModelVersionView]:
+    """Stream as the runner does, the registry's gate deciding each snapshot: the runs
+    offered, and the champion at the end."""
+    policy, offered = harness.project.model(MODEL).policy, []
+    for start in range(0, len(records), SEGMENT):
+        harness.append(records[start:start + SEGMENT])
+        learner.follow(champion)
+        learner.catch_up()
+        if learner.due() and (run := learner.snapshot(champion)) is not None:
+            offered.append(run)
+            if judge(run, champion.version, policy)[0] is LifecycleAction.PROMOTED:
+                champion = as_champion(run, champion.version + 1)
+    return offered, champion
+
+
+@pytest.mark.parametrize("when_better", [False, True])
+def test_only_snapshots_that_beat_the_champion_are_offered(tmp_path: Path,
+                                                           when_better: bool) -> None:
+    harness = Harness(tmp_path, project(every=100, window=300, when_better=when_better))
+    records = sea_stream(3000)
+    learner = harness.learner()
+    harness.stream_through(learner, records[:1000])
+    first = as_champion(learner.snapshot(None), version=1)  # type: ignore[arg-type]
+    stationary, champion = with_registry(harness, learner, records[1000:2000], first)
+    drifted, _ = with_registry(harness, learner, flipped(records[2000:]), champion)
+
+    policy = harness.project.model(MODEL).policy
+    rejected = [run for run in stationary + drifted
+                if judge(run, run.baseline_version, policy)[0] is LifecycleAction.REJECTED]
+    if when_better:  # nothing the registry rejects is offered, and after the flip the
+        assert rejected == []  # adapted learner still reaches it
+        assert len(drifted) >= 2
+    else:  # every cadence offers one: on a stationary stream most are rejected
+        assert len(stationary) == 10 and len(rejected) >= 5
 
 
 def test_early_snapshots_can_be_turned_off(tmp_path: Path) -> None:
