@@ -222,3 +222,43 @@ class AuditEntry(Contract):
     actor: str = Field(description="policy, or the owner of the token that acted.",
                        examples=["policy"])
     at: datetime = Field(description="When.", examples=["2026-11-22T10:07:01Z"])
+
+
+class LatencySummary(Contract):
+    """Model latency in a window: mean, and quantiles as the upper bound of their bucket."""
+
+    mean: float | None = Field(description="Mean seconds.", examples=[0.00004])
+    p50: float | None = Field(description="Median (bucket bound), seconds.", examples=[0.0001])
+    p99: float | None = Field(description="99th percentile (bucket bound), seconds; null "
+                              "above the last bucket (30 s).", examples=[0.00025])
+
+
+class LiveWindowView(Contract):
+    """One tumbling window of one version."""
+
+    version: int = Field(description="Version that answered.", examples=[3])
+    start: datetime = Field(description="Window start (prediction time).",
+                            examples=["2026-11-22T10:08:00Z"])
+    end: datetime = Field(description="Window end.", examples=["2026-11-22T10:09:00Z"])
+    predictions: int = Field(description="Predictions made in the window.", examples=[1200])
+    labeled: int = Field(description="Of those, labeled so far (labels count in the window "
+                         "of their prediction, however late).", examples=[800])
+    accuracy: float | None = Field(default=None, description="Classifiers: accuracy of the "
+                                   "labeled ones.", examples=[0.93])
+    mae: float | None = Field(default=None, description="Regressors: mean absolute error of "
+                              "the labeled ones.", examples=[1.9])
+    outputs: dict[str, float | int | None] = Field(
+        description="Classifiers: predictions per class; regressors: mean and std.",
+        examples=[{"0": 500, "1": 700}])
+    latency_seconds: LatencySummary = Field(description="Model latency.")
+    drift_psi: dict[str, float] = Field(description="PSI of each watched feature's inputs "
+                                        "against the serving version's training profile.",
+                                        examples=[{"salary": 0.02}])
+
+
+class LiveView(Contract):
+    """Answer of GET /v1/models/{model}/live."""
+
+    model: str = Field(description="Model name.", examples=["loans-tree"])
+    window_seconds: int = Field(description="Window size.", examples=[60])
+    windows: list[LiveWindowView] = Field(description="Kept windows, oldest first.")

@@ -90,6 +90,10 @@ class InvalidFeedback(InvalidInput):
     template = "invalid feedback: {detail}"
 
 
+class UnknownWindow(InvalidInput):
+    template = "no live window of {window}s for model {model!r}; configured: {known}"
+
+
 class UnknownDataset(InvalidInput):
     template = "unknown dataset {dataset!r}; declared datasets: {known}"
 

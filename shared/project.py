@@ -109,8 +109,30 @@ class DataDriftMonitor(_Spec):
         return self
 
 
+class LiveSpec(_Spec):
+    """Live metrics per model version in tumbling windows (GET /v1/models/{model}/live and
+    Prometheus)."""
+
+    windows_seconds: list[int] = Field(default_factory=lambda: [60, 3600], min_length=1,
+                                       max_length=4)
+    """Window sizes, in seconds (e.g. a minute and an hour)."""
+    retain: int = Field(default=60, ge=1, le=1440)
+    """Windows kept per size and version."""
+    versions: int = Field(default=3, ge=1, le=20)
+    """Newest versions of a model kept (older ones' windows and metric labels are dropped)."""
+
+    @field_validator("windows_seconds")
+    @classmethod
+    def _positive_distinct(cls, sizes: list[int]) -> list[int]:
+        if any(size <= 0 for size in sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError("window sizes must be distinct positive seconds")
+        return sorted(sizes)
+
+
 class MonitorSpec(_Spec):
     """What monitoring watches for a model."""
+
+    live: LiveSpec = Field(default_factory=LiveSpec)
 
     concept: ConceptDriftMonitor = Field(default_factory=ConceptDriftMonitor)
     data: DataDriftMonitor = Field(default_factory=DataDriftMonitor)

@@ -7,11 +7,14 @@ import asyncio
 from fastapi import FastAPI
 
 from contracts.events import AlertRaised
+from contracts.http import LiveView
 from contracts.topics import Topic
 from services.monitoring.consumers import load_champions, monitor_handler
 from services.monitoring.handlers import Monitor
 from services.monitoring.settings import MonitoringSettings
 from shared.consumer import Consumer
+from shared.errors import ModelNotFound, UnknownWindow
+from shared.http_errors import error_responses
 from shared.project import load_project
 from shared.service import Runtime, build_app
 
@@ -42,6 +45,24 @@ def create_app(settings: MonitoringSettings) -> FastAPI:
     async def alerts() -> list[AlertRaised]:
         """The most recent alerts this instance raised or resolved, oldest first."""
         return list(monitor.alerts)
+
+    @app.get("/v1/models/{model}/live", tags=["monitoring"], response_model=LiveView,
+             dependencies=runtime.auth.reads, responses=error_responses(404, 422))
+    async def live(model: str, window: int | None = None,
+                   version: int | None = None) -> LiveView:
+        """Live metrics of `model` per version in tumbling windows of `window` seconds (one
+        of the project's `monitor.live.windows_seconds`; default the smallest): predictions,
+        accuracy or MAE of the labeled ones, outputs, latency and drift per feature."""
+        watch = monitor.watches.get(model)
+        if watch is None:
+            raise ModelNotFound(model=model)
+        sizes = watch.spec.monitor.live.windows_seconds
+        size = sizes[0] if window is None else window
+        if size not in sizes:
+            raise UnknownWindow(window=size, model=model, known=", ".join(map(str, sizes)),
+                                errors=[("window", f"one of {sizes}")])
+        return LiveView.model_validate({"model": model, "window_seconds": size,
+                                        "windows": watch.live.view(size, version)})
 
     @app.get("/v1/status", tags=["monitoring"], dependencies=runtime.auth.reads)
     async def status() -> dict[str, object]:

@@ -35,7 +35,12 @@ def psi(reference: BinnedDistribution, values: list[float]) -> float:
     counts = [0] * (len(reference.edges) + 1)
     for value in values:
         counts[bisect.bisect_right(reference.edges, value)] += 1
-    total = len(values) or 1
+    return psi_of_counts(reference, counts)
+
+
+def psi_of_counts(reference: BinnedDistribution, counts: list[int]) -> float:
+    """PSI of values already counted in the reference's bins."""
+    total = sum(counts) or 1
     score = 0.0
     for expected, count in zip(reference.fractions, counts, strict=True):
         actual = max(count / total, _EPSILON)

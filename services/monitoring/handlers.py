@@ -32,6 +32,7 @@ from services.monitoring.concept import ConceptWatch, DriftSignal, error_of, exp
 from services.monitoring.data_drift import DataDriftWatch, FeatureShift
 from services.monitoring.incident import DriftIncident, FiringAlert
 from services.monitoring.join import LabeledPair, LabelJoin, Predicted, compact_json
+from services.monitoring.live import LiveMetrics
 from services.monitoring.metrics import SWAP_LATENCY_SAMPLES, SWAP_LATENCY_SECONDS
 from services.monitoring.watch import ModelWatch
 from shared.errors import InvalidInput
@@ -61,7 +62,9 @@ class Monitor:
         self.clock = clock
         self.watches = {name: ModelWatch(name, spec,
                                          ConceptWatch(spec.monitor.concept, spec.task),
-                                         DataDriftWatch(spec.monitor.data))
+                                         DataDriftWatch(spec.monitor.data),
+                                         LiveMetrics(name, spec.task, spec.monitor.live,
+                                                     spec.monitor.data.features))
                         for name, spec in project.models.items()}
         # The project says how many predictions its models need to keep waiting; the
         # service's setting caps what this process may hold, whatever the project says.
@@ -86,6 +89,7 @@ class Monitor:
             return []
         watch.concept.reset(version)
         watch.data.set_reference(reference)
+        watch.live.set_reference(reference)
         watch.expected_error = expected_error(watch.spec.task, metrics)
         return []
 
@@ -129,6 +133,8 @@ class Monitor:
             SWAP_LATENCY_SAMPLES.labels(watch.name).set(samples)
             logger.info("%s: v%d answers %.1fs and %d predictions after the alarm",
                         watch.name, event.version, seconds, samples)
+        watch.live.predicted(event.version, event.at, event.prediction, event.latency_seconds,
+                             event.features)
         actions: list[Action] = []
         shifts = watch.data.update(event.features, watch.data_firing)
         if shifts:
@@ -188,6 +194,7 @@ class Monitor:
         error = error_of(watch.spec.task, prediction.prediction, label.label)
         if error is None:
             return []
+        watch.live.labeled(prediction.version, prediction.at, error)
         incident = watch.incident()
         if incident is not None and prediction.version > incident.version:
             incident.after.append(error)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from services.monitoring.concept import ConceptWatch
 from services.monitoring.data_drift import DataDriftWatch
 from services.monitoring.incident import DriftIncident, FiringAlert
+from services.monitoring.live import LiveMetrics
 from shared.project import ModelSpec
 
 
@@ -18,6 +19,7 @@ class ModelWatch:
     spec: ModelSpec
     concept: ConceptWatch
     data: DataDriftWatch
+    live: LiveMetrics
     firing: dict[str, FiringAlert] = field(default_factory=dict)
     data_firing: set[str] = field(default_factory=set)
     """Features whose data-drift alert fires (the watch reports only their return)."""

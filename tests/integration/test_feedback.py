@@ -73,6 +73,17 @@ def test_feedback_by_prediction_id_reaches_the_detectors_and_the_dataset(
                           >= 40 and s, "monitoring to score the 40 outcomes", 60)
         assert status[MODEL]["labeled"] == 40  # each once, whichever way it came
 
+        # live metrics per version: the 40 answers and their labels, in their minute(s)
+        live = monitoring.get(f"/v1/models/{MODEL}/live", params={"window": 3600}).json()
+        assert sum(w["predictions"] for w in live["windows"]) == 40
+        assert sum(w["labeled"] for w in live["windows"]) == 40
+        right = sum(a["prediction"] == int(y) for a, (_, y) in zip(answers, served, strict=True))
+        assert sum(w["accuracy"] * w["labeled"] for w in live["windows"]) == pytest.approx(right)
+        assert {w["version"] for w in live["windows"]} == {answers[0]["version"]}
+        exported = monitoring.get("/metrics").text
+        assert f'driftloop_live_labeled{{model="{MODEL}",version="{answers[0]["version"]}",' \
+               f'window="3600s"}} 40.0' in exported
+
     store = DatasetStore(platform.data_dir / "datasets")
     expected = {f"feedback-{ids[i]}": (served[i][0], int(served[i][1])) for i in range(40)}
 
