@@ -33,7 +33,7 @@ from services.monitoring.data_drift import DataDriftWatch, FeatureShift
 from services.monitoring.incident import DriftIncident, FiringAlert
 from services.monitoring.join import LabeledPair, LabelJoin, Predicted, compact_json
 from services.monitoring.live import LiveMetrics
-from services.monitoring.metrics import SWAP_LATENCY_SAMPLES, SWAP_LATENCY_SECONDS
+from services.monitoring.metrics import FEEDBACK, SWAP_LATENCY_SAMPLES, SWAP_LATENCY_SECONDS
 from services.monitoring.watch import ModelWatch
 from shared.errors import InvalidInput
 from shared.project import Project
@@ -163,6 +163,7 @@ class Monitor:
         prediction = self.join.label(prediction_id, label)
         actions: list[Action] = [
             _expired(feedback, why) for feedback, why in self.join.expired_feedback()]
+        FEEDBACK.labels("dead_lettered").inc(len(actions))
         if prediction is not None and prediction.model in self.watches:
             actions += self._joined(self.watches[prediction.model], prediction_id, prediction,
                                     label)
@@ -176,6 +177,7 @@ class Monitor:
         actions: list[Action] = []
         problems: list[tuple[str, str]] = []  # a whole record's label was checked by ingestion
         if label.feedback is not None:
+            FEEDBACK.labels("joined").inc()
             check_value("label", label.label, self.project.datasets[watch.spec.dataset].label,
                         problems)
             actions.append(LabeledRecord(

@@ -10,6 +10,11 @@ JOIN_DROPPED = Counter(
     "(DRIFTLOOP_MONITORING_MAX_PENDING_*) was reached, or the label ttl passed.",
     ["side", "why"])
 
+FEEDBACK = Counter(
+    "driftloop_feedback_total",
+    "Feedback (labels named by prediction id alone) by what became of it: joined with its "
+    "prediction, or dead-lettered because the prediction never came.", ["outcome"])
+
 SWAP_LATENCY_SECONDS = Gauge(
     "driftloop_swap_latency_seconds",
     "Last concept-drift alarm to the first prediction of a newer version of the model, in "

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from cli.produce import read_records
@@ -87,6 +88,7 @@ def test_feedback_is_scored_and_completed_by_its_prediction(monitor: Monitor,
         actions = monitor.on_feedback(feedback(7, label=0))
 
     assert watch.labeled == 1  # the detectors saw one outcome (an error: 1 answered, 0 true)
+    assert fed("joined") >= 1
     [record] = completed(actions)
     assert record.dataset == "loans" and record.record_id == feedback_record_id("pred-7")
     assert record.features == features and record.label == 0
@@ -112,7 +114,12 @@ def test_a_label_of_the_wrong_type_is_completed_but_not_scored(monitor: Monitor)
     assert monitor.watches[MODEL].labeled == 0
 
 
+def fed(outcome: str) -> float:
+    return REGISTRY.get_sample_value("driftloop_feedback_total", {"outcome": outcome}) or 0.0
+
+
 def test_feedback_whose_prediction_never_comes_is_dead_lettered() -> None:
+    before = fed("dead_lettered")
     clock = Clock()
     watching = Monitor(demo_project(), clock=clock)
     ttl = watching.join.labels.ttl
@@ -123,7 +130,7 @@ def test_feedback_whose_prediction_never_comes_is_dead_lettered() -> None:
     assert letter.key == "pred-1" and "no prediction 'pred-1' seen" in letter.reason
     assert letter.source_topic == Topic.FEEDBACK.value and letter.rejected_by == "monitoring"
     assert Feedback.model_validate_json(letter.value_text or "").prediction_id == "pred-1"
-    # a whole record's label that expires is counted, not dead-lettered: it is in the dataset
+    assert fed("dead_lettered") - before == 1
     assert watching.on_feedback(feedback(3)) == []
 
 
