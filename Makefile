@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up demo test test-unit test-integration lint schemas bench-serving bench-loop clean
+.PHONY: install up demo test test-unit test-integration lint schemas bench-serving bench-loop bench-monitoring clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-serving: $(STAMP)  ## serving's rps/latency per delivery mode, events coun
 
 bench-loop: $(STAMP)  ## loop quality on River's drifting streams vs ARF and a static model (~30 min; ARGS="--streams sine --rates 200")
 	$(BIN)/python -m bench.loop.run $(ARGS)
+
+bench-monitoring: $(STAMP)  ## events/s one monitoring worker takes vs a plain aiokafka loop (~2 min; ARGS="--events 20000")
+	$(BIN)/python -m bench.monitoring.run $(ARGS)
 
 schemas: $(STAMP)  ## regenerate contracts/schemas after changing a contract
 	$(BIN)/python -m contracts.export

@@ -88,9 +88,7 @@ async def run_learner(bus: Bus, new_learner: Callable[[], OnlineLearner], regist
                     pending = None
                 if await asyncio.to_thread(learner.news):
                     if time.monotonic() - asked >= champion_seconds:
-                        champion = await fetch_champion(registry_url, learner.name)
-                        asked = time.monotonic()
-                        await asyncio.to_thread(learner.follow, champion)
+                        asked = await _follow(learner, registry_url)
                     await asyncio.to_thread(learner.catch_up)
                 if learner.due():
                     trace_id_var.set(new_trace_id())  # one trace per snapshot, to its swap
@@ -111,6 +109,22 @@ async def run_learner(bus: Bus, new_learner: Callable[[], OnlineLearner], regist
                 return
     finally:
         os.close(lock)
+
+
+async def _follow(learner: OnlineLearner, registry_url: str) -> float:
+    """Follow the registry's champion; when it cannot be asked or loaded, the learner keeps
+    learning and comparing with the one it follows. Returns when it was asked (set 5 s
+    ahead after a failure, so a lasting one is retried, not logged at every poll)."""
+    try:
+        champion = await fetch_champion(registry_url, learner.name)
+        await asyncio.to_thread(learner.follow, champion)
+    except DependencyUnavailable as exc:
+        logger.warning("online learner %s cannot ask for the champion: %s", learner.name, exc)
+        return time.monotonic() + 5.0
+    except (ArtifactIntegrityError, ArtifactNotFound) as exc:
+        logger.error("online learner %s cannot load the champion: %s", learner.name, exc)
+        return time.monotonic() + 5.0
+    return time.monotonic()
 
 
 async def _publish(bus: Bus, learner: OnlineLearner, run: ModelTrained) -> None:

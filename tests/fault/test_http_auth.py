@@ -39,6 +39,8 @@ BODIES: dict[str, dict[str, Any]] = {
 KNOWN = {("registry", "/v1/models/{model}/promote"), ("registry", "/v1/models/{model}/rollback"),
          ("training", "/v1/models/{model}/train")}
 PREDICT = "/v1/models/{model}/predict"
+FEEDBACK = "/v1/feedback"
+"""Open by the same setting as predict (DRIFTLOOP_AUTH_OPEN_PREDICT): an answer's label."""
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -59,7 +61,7 @@ def mutating_endpoints(platform: Platform) -> set[tuple[str, str]]:
         spec = httpx.get(f"{platform.url(service)}/openapi.json", timeout=10).json()
         found |= {(service, path) for path, item in spec["paths"].items()
                   for method in item if method in ("post", "put", "patch", "delete")
-                  and path != PREDICT}
+                  and path not in (PREDICT, FEEDBACK)}
     return found
 
 
@@ -136,6 +138,9 @@ def test_reads_and_predict_stay_open_by_default(platform: Platform) -> None:
     response = httpx.post(f"{platform.url('serving')}/v1/models/{MODEL}/predict",
                           json={"features": {}}, timeout=10)
     assert response.status_code not in (401, 403)  # 409 or 422: no champion, no features
+    feedback = httpx.post(f"{platform.url('serving')}{FEEDBACK}",
+                          json={"prediction_id": "p-1", "label": 1}, timeout=10)
+    assert feedback.status_code == 202, feedback.text
 
 
 def test_the_local_admin_token_works_and_every_actor_is_the_tokens_owner(
@@ -196,7 +201,8 @@ def test_closed_reads_need_a_viewer_and_the_services_still_read_the_registry(
                                    "DRIFTLOOP_AUTH_OPEN_PREDICT": "false"})
     reads = [("GET", "registry", "/v1/models"), ("GET", "registry", f"/v1/models/{MODEL}/audit"),
              ("GET", "monitoring", "/v1/alerts"), ("GET", "serving", "/v1/models"),
-             ("GET", "ingestion", "/metrics"), ("POST", "serving", f"/v1/models/{MODEL}/predict")]
+             ("GET", "ingestion", "/metrics"), ("POST", "serving", f"/v1/models/{MODEL}/predict"),
+             ("POST", "serving", FEEDBACK)]
     for method, service, path in reads:
         url = f"{closed.url(service)}{path}"
         anonymous = httpx.request(method, url, json={"features": {}}, timeout=10)

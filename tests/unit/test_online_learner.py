@@ -385,3 +385,27 @@ def test_every_allowlisted_estimator_builds_from_scalars_and_a_seed(name: str) -
     else:
         model.learn_one(x, target)
         model.predict_one(x)
+
+
+async def test_the_learner_keeps_learning_while_the_registry_is_unreachable(
+        harness: Harness) -> None:
+    """A registry that cannot be asked holds back comparisons and snapshots, never learning."""
+    import asyncio
+
+    from services.training.online_runner import run_learner
+    from shared.broker import free_port
+
+    learner = harness.learner()
+    harness.append(sea_stream(300))
+    stopping = asyncio.Event()
+    task = asyncio.create_task(run_learner(
+        None, lambda: learner, f"http://127.0.0.1:{free_port()}", stopping,  # type: ignore[arg-type]
+        poll_seconds=0.01))
+    for _ in range(1000):  # a bound on waiting, not a timing claim
+        if learner.learned == 300 or task.done():
+            break
+        await asyncio.sleep(0.01)
+    stopping.set()
+    await task
+    assert learner.learned == 300
+    assert learner.snapshots == 0  # due, but the champion could not be asked

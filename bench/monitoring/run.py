@@ -1,0 +1,186 @@
+"""How many events per second one monitoring worker takes: predictions and their feedback,
+through the same consumer and handler as the service (join, detectors, data drift, live
+windows), beside a plain aiokafka consume loop over the same messages on the same broker, in
+the same run.
+
+`make bench-monitoring` (or `python -m bench.monitoring.run --events 100000`). The broker is
+the embedded one, started here on a free port and stopped by its PID. Agrawal samples are
+served by a champion trained here (a Hoeffding tree on 2,000 samples): each prediction event
+is what serving publishes, each feedback its label, 10 predictions later; 1 in 5 answers
+is wrong from the middle on, so the concept detector has work to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from river import tree
+from river.datasets import synth
+
+from cli.kafka_io import send_all
+from contracts.base import Contract
+from contracts.events import Feedback, PredictionMade, RecordValidated
+from contracts.topics import Topic
+from services.monitoring.consumers import monitor_handler
+from services.monitoring.handlers import Monitor
+from services.training.evaluation import numeric_features, profile
+from shared.broker import EmbeddedBroker, free_port
+from shared.bus import Bus
+from shared.consumer import Consumer
+from shared.project import load_project
+from shared.settings import CommonSettings
+from shared.signing import Signer, generate_pem_pair
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "loans-tree"
+
+
+def events(count: int, seed: int) -> tuple[list[tuple[str, Contract]], Any]:
+    """`count` predictions and their feedback, interleaved (each label 10 predictions later),
+    and the profile of the training sample (the data-drift reference)."""
+    samples = list(synth.Agrawal(seed=seed).take(2_000 + count))
+    model = tree.HoeffdingTreeClassifier(grace_period=50)
+    for x, y in samples[:2_000]:
+        model.learn_one(x, y)
+    start = datetime.now(UTC)
+    made: list[tuple[str, Contract]] = []
+    labels: list[tuple[str, Contract]] = []
+    for index, (x, _) in enumerate(samples[2_000:]):
+        pid = uuid.uuid4().hex
+        predicted = model.predict_one(x)
+        wrong = index > count // 2 and index % 5 == 0
+        made.append((pid, PredictionMade(prediction_id=pid, model=MODEL, version=1,
+                                         features=x, prediction=predicted,
+                                         latency_seconds=0.00004,
+                                         at=start + timedelta(milliseconds=index))))
+        labels.append((pid, Feedback(prediction_id=pid,
+                                     label=(1 - predicted) if wrong else predicted)))
+    stream: list[tuple[str, Contract]] = []
+    for index, item in enumerate(made):
+        stream.append(item)
+        if index >= 10:
+            stream.append(labels[index - 10])
+    stream.extend(labels[len(made) - 10:])
+    return stream, samples[:2_000]
+
+
+async def produce(bootstrap: str, stream: list[tuple[str, Contract]]) -> None:
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                              max_batch_size=256 * 1024)
+    await client.start()
+    try:
+        for topic, kind in ((Topic.PREDICTIONS, PredictionMade), (Topic.FEEDBACK, Feedback)):
+            await send_all(client, topic.value,
+                           [(k, e) for k, e in stream if isinstance(e, kind)], "bench")
+    finally:
+        await client.stop()
+
+
+async def plain(bootstrap: str, total: int) -> float:
+    """Seconds a plain aiokafka getmany loop takes to read `total` messages (decoding JSON,
+    nothing else): the floor any consumer of these topics pays."""
+    consumer = AIOKafkaConsumer(Topic.PREDICTIONS.value, Topic.FEEDBACK.value,
+                                bootstrap_servers=bootstrap, group_id=f"plain-{uuid.uuid4()}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        seen, started = 0, time.perf_counter()
+        while seen < total:
+            for messages in (await consumer.getmany(timeout_ms=500,
+                                                    max_records=1000)).values():
+                for message in messages:
+                    json.loads(message.value)
+                seen += len(messages)
+            if seen:
+                await consumer.commit()
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def monitoring(bootstrap: str, count: int, reference: Any) -> tuple[float, Monitor]:
+    """Seconds the monitoring worker's consumer and handler take to take every prediction and
+    feedback (done when all `count` are scored)."""
+    os.environ["DRIFTLOOP_KAFKA_BOOTSTRAP"] = bootstrap
+    settings = CommonSettings()
+    project = load_project(ROOT / "driftloop.toml")
+    monitor = Monitor(project)
+    spec = project.datasets[project.models[MODEL].dataset]
+    features = numeric_features(spec)
+    now = datetime.now(UTC)
+    rows = [RecordValidated(dataset="loans", record_id=f"r{i}", features=x, label=y,
+                            event_time=now, ingested_at=now, sequence=i)
+            for i, (x, y) in enumerate(reference)]
+    monitor.on_champion(MODEL, 1, profile(rows, features), {"accuracy": 0.9})
+    bus = Bus(settings, "monitoring")
+    await bus.start()
+    key, _ = generate_pem_pair()
+    registry = Signer.from_pem(key, "registry").verifier()
+    consumer = Consumer(bus, f"monitoring-{uuid.uuid4()}",
+                        [Topic.PREDICTIONS, Topic.FEEDBACK, Topic.MODELS_LIFECYCLE],
+                        monitor_handler(bus, monitor, registry), max_records=1000,
+                        stateful=True)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stopping))
+    await consumer.assigned.wait()
+    started = time.perf_counter()
+    watch = monitor.watches[MODEL]
+    while watch.labeled < count:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    seconds = time.perf_counter() - started
+    stopping.set()
+    await task
+    await bus.stop()
+    return seconds, monitor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000,
+                        help="predictions (each with its feedback: twice as many events)")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    stream, reference = events(args.events, args.seed)
+    with tempfile.TemporaryDirectory(prefix="driftloop-bench-monitoring-") as scratch:
+        broker = EmbeddedBroker(port=free_port(), log_file=Path(scratch) / "broker.log")
+        broker.start()
+        try:
+            asyncio.run(produce(broker.bootstrap, stream))
+            total = len(stream)
+            floor = asyncio.run(plain(broker.bootstrap, total))
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            seconds, monitor = asyncio.run(monitoring(broker.bootstrap, args.events,
+                                                      reference))
+            after = resource.getrusage(resource.RUSAGE_SELF)
+        finally:
+            broker.stop()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    watch = monitor.watches[MODEL]
+    rows = [("plain aiokafka getmany + json.loads", total / floor, floor, None),
+            ("monitoring worker (join, detectors, data drift, live windows)", total / seconds,
+             seconds, cpu / total * 1e6)]
+    lines = [f"\n{args.events:,} predictions + {args.events:,} feedback = {total:,} events on "
+             f"the embedded broker, {os.cpu_count()} CPUs",
+             "| consumer | events/s | seconds | CPU µs/event |", "|---|---|---|---|"]
+    lines += [f"| {name} | {rate:,.0f} | {took:.1f} | {'—' if per is None else f'{per:.0f}'} |"
+              for name, rate, took, per in rows]
+    lines.append(f"\nmonitoring / plain: {rows[1][1] / rows[0][1]:.2f}×; scored "
+                 f"{watch.labeled:,}, alerts {len(monitor.alerts)}, pending joins "
+                 f"{monitor.join.pending()}, peak RSS {after.ru_maxrss / 1024:.0f} MB")
+    print("\n".join(lines))  # noqa: T201
+
+if __name__ == "__main__":
+    main()
