@@ -81,14 +81,39 @@ def monitor_handler(bus: Bus, monitor: Monitor, registry: Verifier) -> BatchHand
             rejected = feed_each(batch, feed)
             fed = identity
         while pending:
-            try:
-                await publish_action(bus, *pending[0])
-            except PublishRefused:  # our own event, refused as such: retrying cannot help
-                logger.exception("dropped a decision the broker refuses: %r", pending[0][0])
-            pending.pop(0)
+            group = _next_group(pending)
+            await asyncio.gather(*(_publish_or_drop(bus, *item) for item in group))
+            del pending[:len(group)]
         return list(rejected)
 
     return handle
+
+
+BULK_GROUP = 500
+"""Completed feedback records and dead letters sent together, at most this many at once."""
+
+
+def _next_group(pending: list[tuple[Action, str]]) -> list[tuple[Action, str]]:
+    """What to send next: alerts and retrain requests one at a time, in order (an alert's
+    revisions must not overtake each other); a run of completed feedback records and dead
+    letters together, which are independent of each other (one per prediction id), so a
+    batch of feedback costs one broker round trip rather than one each."""
+    bulk = (LabeledRecord, RecordRejected)
+    if not isinstance(pending[0][0], bulk):
+        return pending[:1]
+    group = []
+    for item in pending[:BULK_GROUP]:
+        if not isinstance(item[0], bulk):
+            break
+        group.append(item)
+    return group
+
+
+async def _publish_or_drop(bus: Bus, action: Action, trace_id: str) -> None:
+    try:
+        await publish_action(bus, action, trace_id)
+    except PublishRefused:  # our own event, refused as such: retrying cannot help
+        logger.exception("dropped a decision the broker refuses: %r", action)
 
 
 def verify_decision(monitor: Monitor, registry: Verifier, event: ModelLifecycleChanged) -> None:

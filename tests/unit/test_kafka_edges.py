@@ -104,3 +104,17 @@ async def test_ingestion_publishes_each_record_in_its_own_trace(tmp_path: Path) 
     by_record = {event.record_id: trace  # type: ignore[attr-defined]
                  for (_, event), trace in zip(bus.published, bus.traces, strict=True)}
     assert by_record == {labeled(i).record_id: _trace(f"in-{i}") for i in range(3)}
+
+
+def test_alerts_go_one_at_a_time_and_completed_feedback_together() -> None:
+    from contracts.events import LabeledRecord
+    from services.monitoring.consumers import BULK_GROUP, _next_group
+
+    record = LabeledRecord(dataset="loans", record_id="feedback-p", features={}, label=1)
+    alert = AlertRaised.model_validate({
+        "alert_id": "a", "status": "firing", "severity": "warning", "kind": "concept_drift",
+        "model": MODEL, "summary": "s", "evidence": {}, "runbook": "r"})
+    pending: list[Any] = [(record, "t")] * 3 + [(alert, "t"), (alert, "t"), (record, "t")]
+    assert len(_next_group(pending)) == 3  # the run of records, not past the alert
+    assert _next_group(pending[3:]) == [(alert, "t")]  # alerts keep their order, one by one
+    assert len(_next_group([(record, "t")] * (BULK_GROUP + 7))) == BULK_GROUP
