@@ -135,7 +135,7 @@ class Monitor:
                         watch.name, event.version, seconds, samples)
         watch.live.predicted(event.version, event.at, event.prediction, event.latency_seconds,
                              event.features)
-        actions: list[Action] = []
+        actions: list[Action] = self._expired_feedback()
         shifts = watch.data.update(event.features, watch.data_firing)
         if shifts:
             actions += self._data_drift(watch, shifts)
@@ -161,13 +161,19 @@ class Monitor:
 
     def _label(self, prediction_id: str, label: LabeledPair) -> list[Action]:
         prediction = self.join.label(prediction_id, label)
-        actions: list[Action] = [
-            _expired(feedback, why) for feedback, why in self.join.expired_feedback()]
-        FEEDBACK.labels("dead_lettered").inc(len(actions))
+        actions = self._expired_feedback()
         if prediction is not None and prediction.model in self.watches:
             actions += self._joined(self.watches[prediction.model], prediction_id, prediction,
                                     label)
         return actions
+
+    def _expired_feedback(self) -> list[Action]:
+        """Dead letters of feedback that waited out the ttl: looked for at every prediction
+        and label, so an orphan is reported soon after its ttl while traffic flows."""
+        letters: list[Action] = [_expired(feedback, why)
+                                 for feedback, why in self.join.expired_feedback()]
+        FEEDBACK.labels("dead_lettered").inc(len(letters))
+        return letters
 
     def _joined(self, watch: ModelWatch, prediction_id: str, prediction: Predicted,
                 label: LabeledPair) -> list[Action]:

@@ -91,9 +91,13 @@ class _Waiting(Generic[T]):
         self._expired = JOIN_DROPPED.labels(side, "expired")
 
     def add(self, key: str, item: T) -> None:
-        now = self.clock()
-        self.items[key] = (now, item)
+        self.items[key] = (self.clock(), item)
         self.items.move_to_end(key)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Drop from the oldest end what is over the bound or past the ttl."""
+        now = self.clock()
         while self.items:
             oldest_key, (added, oldest) = next(iter(self.items.items()))
             if len(self.items) > self.max_size:
@@ -148,6 +152,8 @@ class LabelJoin:
         return len(self.predictions.items) + len(self.labels.items)
 
     def expired_feedback(self) -> list[tuple[Feedback, str]]:
-        """Feedback that left the join without meeting its prediction since the last call."""
+        """Feedback that left the join without meeting its prediction since the last call
+        (what waited past the ttl is swept first)."""
+        self.labels.sweep()
         gone, self.labels.gone = self.labels.gone, []
         return [(pair.feedback, why) for pair, why in gone if pair.feedback is not None]

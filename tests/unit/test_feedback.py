@@ -132,6 +132,11 @@ def test_feedback_whose_prediction_never_comes_is_dead_lettered() -> None:
     assert Feedback.model_validate_json(letter.value_text or "").prediction_id == "pred-1"
     assert fed("dead_lettered") - before == 1
     assert watching.on_feedback(feedback(3)) == []
+    # a prediction is traffic too: the next orphan is reported when one comes after its ttl
+    clock.now += ttl + 1
+    letters = [a for a in watching.on_prediction(prediction(99, 1)) if
+               isinstance(a, RecordRejected)]
+    assert [letter.key for letter in letters] == ["pred-2", "pred-3"]
 
 
 # -- ingestion ------------------------------------------------------------------------------
