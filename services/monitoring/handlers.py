@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
+import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from contracts.events import (
@@ -40,6 +42,9 @@ from shared.project import Project
 from shared.records import check_number, check_value, describe
 
 logger = logging.getLogger(__name__)
+
+FEEDBACK_JOINED = FEEDBACK.labels("joined")
+FEEDBACK_DEAD_LETTERED = FEEDBACK.labels("dead_lettered")
 
 Action = AlertRaised | TrainingRequested | LabeledRecord | RecordRejected
 """What monitoring publishes: alerts and retrain requests, and for feedback that came alone
@@ -172,7 +177,8 @@ class Monitor:
         and label, so an orphan is reported soon after its ttl while traffic flows."""
         letters: list[Action] = [_expired(feedback, why)
                                  for feedback, why in self.join.expired_feedback()]
-        FEEDBACK.labels("dead_lettered").inc(len(letters))
+        if letters:
+            FEEDBACK_DEAD_LETTERED.inc(len(letters))
         return letters
 
     def _joined(self, watch: ModelWatch, prediction_id: str, prediction: Predicted,
@@ -183,7 +189,7 @@ class Monitor:
         actions: list[Action] = []
         problems: list[tuple[str, str]] = []  # a whole record's label was checked by ingestion
         if label.feedback is not None:
-            FEEDBACK.labels("joined").inc()
+            FEEDBACK_JOINED.inc()
             check_value("label", label.label, self.project.datasets[watch.spec.dataset].label,
                         problems)
             actions.append(LabeledRecord(
@@ -350,7 +356,26 @@ class Monitor:
         return alert
 
 
+_FLOAT_MAX = sys.float_info.max
+
+
+def _plainly_finite(values: Iterable[object]) -> bool:
+    """Every number a finite float could hold (the common case, checked without building a
+    path for each value)."""
+    for value in values:
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):  # type: ignore[arg-type]
+                return False
+        elif kind is int and not -_FLOAT_MAX <= value <= _FLOAT_MAX:  # type: ignore[operator]
+            return False
+    return True
+
+
 def _check_numbers(event: PredictionMade) -> None:
+    if (_plainly_finite(event.features.values()) and _plainly_finite((event.prediction,))
+            and _plainly_finite((event.probabilities or {}).values())):
+        return
     problems: list[tuple[str, str]] = []
     numbers: list[tuple[str, object]] = [(f"features.{name}", value)
                                          for name, value in event.features.items()]

@@ -14,7 +14,6 @@ Feedback that waits longer than the TTL for its prediction is handed back by
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -63,9 +62,10 @@ class LabeledPair:
 
 
 def compact_json(features: Mapping[str, FeatureValue]) -> bytes:
-    """Features as the join keeps them: exact-size JSON (orjson's output keeps a 4 KB
-    buffer per object, ten times what the JSON needs)."""
-    return json.dumps(features, separators=(",", ":")).encode()
+    """Features as the join keeps them: compact JSON in an exact-size copy (orjson's own
+    output keeps a 4 KB buffer per object, ten times what the JSON needs; the copy costs
+    less than encoding with the json module)."""
+    return memoryview(orjson.dumps(features)).tobytes()
 
 
 def join_key(prediction_id: str) -> str:

@@ -114,23 +114,30 @@ class LiveMetrics:
 
     def predicted(self, version: int, at: datetime, output: FeatureValue | None,
                   latency: float, features: Mapping[str, FeatureValue]) -> None:
-        """One prediction, in the window of `at` of every size."""
+        """One prediction, in the window of `at` of every size (bins looked up once)."""
+        bins = [(name, len(profile.edges) + 1, bisect.bisect_right(profile.edges, value))
+                for name, profile in self.reference.items()
+                if isinstance(value := features.get(name), int | float)
+                and not isinstance(value, bool)]
+        bucket = bisect.bisect_left(LATENCY_BOUNDS, latency)
+        key = str(output) if self.task == "classification" else None
+        number = (output if key is None and isinstance(output, int | float)
+                  and not isinstance(output, bool) else None)
         for window in self._windows(version, at):
             window.predictions += 1
-            if self.task == "classification":
-                key = str(output)
+            if key is not None:
                 window.outputs[key] = window.outputs.get(key, 0) + 1
-            elif isinstance(output, int | float) and not isinstance(output, bool):
-                window.output_sum += output
-                window.output_squares += output * output
-            window.latency[bisect.bisect_left(LATENCY_BOUNDS, latency)] += 1
+            elif number is not None:
+                window.output_sum += number
+                window.output_squares += number * number
+            window.latency[bucket] += 1
             window.latency_sum += latency
-            for name, profile in self.reference.items():
-                value = features.get(name)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    counts = window.features.setdefault(name, [0] * (len(profile.edges) + 1))
-                    if len(counts) == len(profile.edges) + 1:
-                        counts[bisect.bisect_right(profile.edges, value)] += 1
+            for name, size, index in bins:
+                counts = window.features.get(name)
+                if counts is None:
+                    counts = window.features[name] = [0] * size
+                if len(counts) == size:
+                    counts[index] += 1
 
     def labeled(self, version: int, at: datetime | None, error: float) -> None:
         """The outcome of a prediction made at `at`: 0/1 or the absolute error."""
