@@ -29,6 +29,7 @@ from contracts.topics import Topic
 from shared.envelope import build_headers
 from shared.errors import DependencyUnavailable, PublishRefused
 from shared.metrics import EVENTS_PUBLISHED
+from shared.partitioning import key_partitioner
 from shared.settings import CommonSettings, require_bootstrap
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Bus:
             bootstrap_servers=require_bootstrap(self.settings),
             acks="all",
             linger_ms=5,
+            partitioner=key_partitioner,  # the outbox's too: predictions and feedback co-partition
             client_id=f"driftloop-{self.source}",
             **self.settings.kafka_client_options(),
         )

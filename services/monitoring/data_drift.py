@@ -78,15 +78,26 @@ def chi2_isf(alpha: float, dof: int) -> float:
 
 
 class SlidingHistogram:
-    """The last `size` bin indices of one feature and their PSI and G terms per bin."""
+    """The last `size` bin indices of one feature and their PSI and G terms per bin.
+
+    A bin's terms depend only on its count (0..size), so they are tabulated once and a push
+    is a few lookups; the two sums are kept running (re-added exactly every few windows, so
+    rounding never accumulates) and a check reads them in O(1)."""
 
     def __init__(self, expected: list[float], size: int) -> None:
         self.size = size
         self.expected = expected
         self.bins: deque[int] = deque()
         self.counts = [0] * len(expected)
-        self.psi_terms = [self._psi_term(0, e) for e in expected]
+        self._psi_table = [[self._psi_term(count, e) for count in range(size + 1)]
+                           for e in expected]
+        self._g_table = [[2 * count * math.log(count / (size * e)) if count else 0.0
+                          for count in range(size + 1)] for e in expected]
+        self.psi_terms = [table[0] for table in self._psi_table]
         self.g_terms = [0.0] * len(expected)
+        self._psi = sum(self.psi_terms)
+        self._g = 0.0
+        self._moves = 0
 
     @property
     def full(self) -> bool:
@@ -99,18 +110,21 @@ class SlidingHistogram:
             self._move(self.bins.popleft(), -1)
 
     def psi(self) -> float:
-        return sum(self.psi_terms)
+        return self._psi
 
     def g(self) -> float:
         """G = 2 Σ O · ln(O / E): the log-likelihood ratio against the reference."""
-        return sum(self.g_terms)
+        return self._g
 
     def _move(self, index: int, by: int) -> None:
-        self.counts[index] += by
-        count, expected = self.counts[index], self.expected[index]
-        self.psi_terms[index] = self._psi_term(count, expected)
-        self.g_terms[index] = (2 * count * math.log(count / (self.size * expected))
-                               if count else 0.0)
+        count = self.counts[index] = self.counts[index] + by
+        psi_term, g_term = self._psi_table[index][count], self._g_table[index][count]
+        self._psi += psi_term - self.psi_terms[index]
+        self._g += g_term - self.g_terms[index]
+        self.psi_terms[index], self.g_terms[index] = psi_term, g_term
+        self._moves += 1
+        if self._moves >= 4 * self.size:  # re-add exactly now and then
+            self._psi, self._g, self._moves = sum(self.psi_terms), sum(self.g_terms), 0
 
     def _psi_term(self, count: int, expected: float) -> float:
         actual = max(count / self.size, _EPSILON)
