@@ -18,12 +18,14 @@ event time, and `by_event_time` is the order a holdout is cut from.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import heapq
 import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -112,6 +114,20 @@ class DatasetStore:
                     tail.segments.extend(_parse_log(data[:whole]))
                     tail.offset += whole
             return list(tail.segments)
+
+    @contextmanager
+    def writer_lock(self, dataset: str) -> Iterator[None]:
+        """Exclusive among every process writing `dataset` (an flock, released when the block
+        ends or the process dies): replicas of ingestion read the log's tail, pick sequence
+        numbers and append as one step."""
+        directory = self._dir(dataset)
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / ".writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def size(self, dataset: str) -> int:
         """Number of records stored."""

@@ -26,29 +26,33 @@ def labeled_handler(bus: Bus, ingestor: Ingestor) -> BatchHandler:
     Accepted records are published (acks=all) before they are appended to the
     store, and the offset is committed after both: a crash in between replays
     the batch, and the records, not yet in the store, are published again with
-    the same ce_id, which consumers de-duplicate.
+    the same ce_id, which consumers de-duplicate. Sorting, publishing and storing happen
+    under the dataset's writer lock (`Ingestor.writing`): replicas in one group take turns
+    per dataset, each first reading what the others appended, so a record redelivered to
+    another replica after a rebalance is still a duplicate and sequence numbers never clash.
     """
 
     async def handle(everything: list[Delivery]) -> list[Rejection]:
         now = utcnow()
         batch = [d for d in everything if not cast(LabeledRecord, d.event).is_feedback]
-        sends = [_forward_feedback(bus, d, now) for d in everything
-                 if cast(LabeledRecord, d.event).is_feedback]
+        await asyncio.gather(*(_forward_feedback(bus, d, now) for d in everything
+                               if cast(LabeledRecord, d.event).is_feedback))
         records = [cast(LabeledRecord, d.event) for d in batch]
-        outcome = ingestor.sort(records, now)
-        by_id: dict[tuple[str | None, str | None], Delivery] = {}
-        for record, delivery in zip(records, batch, strict=True):
-            by_id.setdefault((record.dataset, record.record_id), delivery)
-        for dataset, rows in outcome.accepted.items():
-            for row in rows:
-                trace = by_id[(dataset, row.record_id)].envelope.trace_id
-                sends.append(bus.publish(Topic.DATA_VALIDATED, row, key=row.record_id,
-                                         ce_id=f"{dataset}/{row.record_id}", trace_id=trace))
-        await asyncio.gather(*sends)
-        try:
-            ingestor.store_accepted(outcome, now)
-        except OSError as exc:  # disk full or unwritable: retry the batch, never drop it
-            raise DependencyUnavailable(dependency="dataset store", detail=str(exc)) from exc
+        with ingestor.writing(r.dataset or "" for r in records):  # one replica at a time
+            outcome = ingestor.sort(records, now)
+            by_id: dict[tuple[str | None, str | None], Delivery] = {}
+            for record, delivery in zip(records, batch, strict=True):
+                by_id.setdefault((record.dataset, record.record_id), delivery)
+            await asyncio.gather(*(
+                bus.publish(Topic.DATA_VALIDATED, row, key=row.record_id,
+                            ce_id=f"{dataset}/{row.record_id}",
+                            trace_id=by_id[(dataset, row.record_id)].envelope.trace_id)
+                for dataset, rows in outcome.accepted.items() for row in rows))
+            try:
+                ingestor.store_accepted(outcome, now)
+            except OSError as exc:  # disk full or unwritable: retry the batch, never drop it
+                raise DependencyUnavailable(dependency="dataset store",
+                                            detail=str(exc)) from exc
         accepted = sum(len(rows) for rows in outcome.accepted.values())
         RECORDS.labels("feedback").inc(len(everything) - len(batch))
         RECORDS.labels("accepted").inc(accepted)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,13 +70,41 @@ class Ingestor:
         self._ids: dict[str, dict[str, bytes]] = {}
         """Per dataset: record id → content digest of the stored record."""
         self._sizes: dict[str, int] = {}
+        self._read: dict[str, int] = {}
+        """Per dataset: segments of the log already in `_ids` (ours and other replicas')."""
+        self._mine: set[str] = set()
+        """Digests of the segments this process appended (known without reading them back)."""
 
     def _known(self, dataset: str) -> dict[str, bytes]:
         if dataset not in self._ids:
-            self._ids[dataset] = {r.record_id: content_digest(r)
-                                  for r in self.store.records(dataset)}
-            self._sizes[dataset] = self.store.size(dataset)
+            self._ids[dataset], self._read[dataset] = {}, 0
+            self._refresh(dataset)
         return self._ids[dataset]
+
+    def _refresh(self, dataset: str) -> None:
+        """Take in what other replicas appended since we last looked: their record ids (for
+        de-duplication) and the log's size (our next sequence number)."""
+        segments = self.store.segments(dataset)
+        known = self._ids[dataset]
+        for segment in segments[self._read[dataset]:]:
+            if segment.digest in self._mine:
+                continue
+            known.update((r.record_id, content_digest(r)) for r in
+                         self.store.read_segment(dataset, segment.digest)[:segment.count])
+        self._read[dataset] = len(segments)
+        self._sizes[dataset] = sum(segment.count for segment in segments)
+
+    @contextmanager
+    def writing(self, datasets: Iterable[str]) -> Iterator[None]:
+        """Hold the writer lock of each declared dataset (in name order: no deadlock between
+        replicas) and bring what is known of it up to date: sort, publish and store a batch
+        inside, and two replicas never clash on a sequence number or store a record twice."""
+        with ExitStack() as locks:
+            for dataset in sorted(set(datasets) & set(self.project.datasets)):
+                locks.enter_context(self.store.writer_lock(dataset))
+                if dataset in self._ids:
+                    self._refresh(dataset)
+            yield
 
     def sort(self, records: Sequence[LabeledRecord], ingested_at: datetime) -> Outcome:
         """Validate and de-duplicate against the store and within the batch.
@@ -115,6 +144,7 @@ class Ingestor:
     def store_accepted(self, outcome: Outcome, ingested_at: datetime) -> None:
         """Append accepted records to the dataset store (durable on return)."""
         for dataset, rows in outcome.accepted.items():
-            self.store.append(dataset, rows, ingested_at)
+            segment = self.store.append(dataset, rows, ingested_at)
+            self._mine.add(segment.digest)
             self._known(dataset).update((r.record_id, content_digest(r)) for r in rows)
             self._sizes[dataset] += len(rows)
