@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,6 +36,10 @@ from shared.settings import CommonSettings, require_bootstrap
 logger = logging.getLogger(__name__)
 
 _TOPIC_EXISTS = 36
+
+Outgoing = tuple[Topic, Contract, str, str | None, str | None]
+"""An event to publish: topic, event, key, ce_id (None: a fresh one), trace id (None: the
+current trace)."""
 
 REFUSED_MESSAGE_ERRORS: tuple[type[KafkaError], ...] = (
     MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError,
@@ -144,6 +149,37 @@ class Bus:
         await self.publish_raw(topic, event.model_dump_json().encode(), key.encode(),
                                build_headers(event, self.source, ce_id, trace_id))
 
+    async def publish_many(self, events: Sequence[Outgoing]) -> list[PublishRefused]:
+        """Publish independent events and wait until the broker acknowledged every one: one
+        round trip for the lot, not one each (`publish` waits per event). Returns those the
+        broker refused as such (poison: retrying cannot help); raises `DependencyUnavailable`
+        when the broker itself failed (send them all again: each keeps its ce_id, and
+        consumers de-duplicate). No order is promised between them."""
+        sent: list[tuple[Topic, asyncio.Future[object]]] = []
+        refused: list[PublishRefused] = []
+        for topic, event, key, ce_id, trace_id in events:
+            try:
+                future = await self.producer.send(
+                    self.topic(topic), event.model_dump_json().encode(), key=key.encode(),
+                    headers=build_headers(event, self.source, ce_id, trace_id))
+            except REFUSED_MESSAGE_ERRORS as exc:
+                refused.append(_refused(topic, exc))
+                continue
+            except KafkaError as exc:
+                raise DependencyUnavailable(dependency="kafka", detail=str(exc)) from exc
+            sent.append((topic, future))
+        results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+        for (topic, _), result in zip(sent, results, strict=True):
+            if isinstance(result, REFUSED_MESSAGE_ERRORS):
+                refused.append(_refused(topic, result))
+            elif isinstance(result, KafkaError):
+                raise DependencyUnavailable(dependency="kafka", detail=str(result)) from result
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                EVENTS_PUBLISHED.labels(topic.value).inc()
+        return refused
+
     async def publish_raw(self, topic: Topic, value: bytes, key: bytes | None,
                           headers: list[tuple[str, bytes]]) -> None:
         """Publish bytes that are already encoded (dead letters carry original bytes inside).
@@ -154,11 +190,14 @@ class Bus:
         try:
             await self.producer.send_and_wait(self.topic(topic), value, key=key, headers=headers)
         except REFUSED_MESSAGE_ERRORS as exc:
-            raise PublishRefused(topic=topic.value, detail=f"{type(exc).__name__}: "
-                                                           f"{str(exc)[:300]}") from exc
+            raise _refused(topic, exc) from exc
         except KafkaError as exc:
             raise DependencyUnavailable(dependency="kafka", detail=str(exc)) from exc
         EVENTS_PUBLISHED.labels(topic.value).inc()
+
+
+def _refused(topic: Topic, exc: BaseException) -> PublishRefused:
+    return PublishRefused(topic=topic.value, detail=f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
 async def _retry_start(start: object, timeout: float, what: str) -> None:

@@ -17,7 +17,7 @@ from contracts.events import (
 from contracts.topics import Topic
 from services.monitoring.handlers import Action, Monitor
 from services.monitoring.incident import alert_event_id
-from shared.bus import Bus
+from shared.bus import Bus, Outgoing
 from shared.consumer import BatchHandler, Delivery, Rejection, feed_each
 from shared.errors import PublishRefused, UndeclaredModel
 from shared.registry_client import fetch_champions_when_reachable
@@ -26,21 +26,21 @@ from shared.signing import Verifier
 logger = logging.getLogger(__name__)
 
 
+def outgoing(action: Action, trace_id: str) -> Outgoing:
+    """Where and how a decision is published, in the trace of the event that caused it."""
+    if isinstance(action, AlertRaised):
+        return Topic.ALERTS, action, action.model, alert_event_id(action), trace_id
+    if isinstance(action, LabeledRecord):  # feedback completed by its prediction
+        return Topic.DATA_LABELED, action, action.message_key, action.record_id, trace_id
+    if isinstance(action, RecordRejected):  # feedback whose prediction never came
+        return Topic.DATA_REJECTED, action, action.key or "", None, trace_id
+    return Topic.TRAINING_REQUESTS, action, action.model, action.request_id, trace_id
+
+
 async def publish_action(bus: Bus, action: Action, trace_id: str) -> None:
     """Publish a decision in the trace of the event that caused it."""
-    if isinstance(action, AlertRaised):
-        await bus.publish(Topic.ALERTS, action, key=action.model,
-                          ce_id=alert_event_id(action), trace_id=trace_id)
-    elif isinstance(action, LabeledRecord):  # feedback completed by its prediction
-        assert action.record_id is not None
-        await bus.publish(Topic.DATA_LABELED, action, key=action.record_id,
-                          ce_id=action.record_id, trace_id=trace_id)
-    elif isinstance(action, RecordRejected):  # feedback whose prediction never came
-        await bus.publish(Topic.DATA_REJECTED, action, key=action.key or "",
-                          trace_id=trace_id)
-    else:
-        await bus.publish(Topic.TRAINING_REQUESTS, action, key=action.model,
-                          ce_id=action.request_id, trace_id=trace_id)
+    topic, event, key, ce_id, trace = outgoing(action, trace_id)
+    await bus.publish(topic, event, key=key, ce_id=ce_id, trace_id=trace)
 
 
 def monitor_handler(bus: Bus, monitor: Monitor, registry: Verifier) -> BatchHandler:
@@ -82,7 +82,11 @@ def monitor_handler(bus: Bus, monitor: Monitor, registry: Verifier) -> BatchHand
             fed = identity
         while pending:
             group = _next_group(pending)
-            await asyncio.gather(*(_publish_or_drop(bus, *item) for item in group))
+            if len(group) == 1:
+                await _publish_or_drop(bus, *group[0])
+            else:
+                for refusal in await bus.publish_many([outgoing(*item) for item in group]):
+                    logger.error("dropped a decision the broker refuses: %s", refusal)
             del pending[:len(group)]
         return list(rejected)
 

@@ -8,6 +8,7 @@ champion, so it reaches a real v1 → v2 promotion before it is attacked.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from contracts.events import (
     TrainingRequested,
 )
 from contracts.topics import Topic
+from shared.errors import SignatureInvalid
 from shared.signing import ALL_KEY_VARIABLES, KEY_VARIABLES, Signer
 from tests.fault.conftest import PlatformFactory
 from tests.fault.trust_helpers import (
@@ -69,9 +71,21 @@ def lifecycle(platform: Platform) -> list[ModelLifecycleChanged]:
     return events(platform.bootstrap or "", Topic.MODELS_LIFECYCLE, ModelLifecycleChanged)
 
 
+def genuine(platform: Platform, event: ModelLifecycleChanged) -> bool:
+    """Signed by this platform's registry: the tests publish tampered copies of decisions
+    too, and dead letters of several partitions come in no set order."""
+    registry = Signer.from_pem((platform.data_dir / "keys" / "registry.key").read_bytes(),
+                               "registry").verifier()
+    try:
+        registry.verify_decision(event)
+    except SignatureInvalid:
+        return False
+    return True
+
+
 def promoted(platform: Platform, version: int) -> ModelLifecycleChanged:
-    return next(e for e in lifecycle(platform)
-                if e.version == version and e.action is LifecycleAction.PROMOTED)
+    return next(e for e in lifecycle(platform) if e.version == version
+                and e.action is LifecycleAction.PROMOTED and genuine(platform, e))
 
 
 def refused(platform: Platform, marker: str, by: set[str]) -> dict[str, str]:
@@ -155,14 +169,18 @@ def test_a_replayed_genuine_old_promotion_does_not_roll_serving_back(
         platform: Platform) -> None:
     before = state(platform)
     v1 = next(m for m in read(platform.bootstrap or "", Topic.MODELS_LIFECYCLE)
-              if ModelLifecycleChanged.model_validate_json(m.value).version == 1)
+              if (e := ModelLifecycleChanged.model_validate_json(m.value)).version == 1
+              and e.action is LifecycleAction.PROMOTED and genuine(platform, e))
     publish_raw(platform.bootstrap or "", Topic.MODELS_LIFECYCLE, MODEL, v1.value)  # same bytes
     marker = promoted(platform, 1).reason
-    reasons = wait_for(lambda: {letter.rejected_by: letter.reason
+    # the dead letter of exactly these bytes (a tampered copy of v1, dead-lettered earlier in
+    # this module, may mention the same reason)
+    reasons = wait_for(lambda: [letter.reason
                                 for letter in letters(platform.bootstrap or "", marker)
-                                if letter.rejected_by == "serving"},
+                                if letter.rejected_by == "serving"
+                                and base64.b64decode(letter.value_base64) == v1.value],
                        "serving's dead letter of the replay", timeout=60)
-    assert "a replay" in reasons["serving"], reasons
+    assert all("a replay" in reason for reason in reasons), reasons
     assert state(platform) == before
     assert before[f"{MODEL}_answer"] == (200, 2)
 

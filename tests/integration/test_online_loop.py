@@ -50,6 +50,8 @@ retrain_on_drift = false
 warm_up_records = 100
 snapshot_every_records = 200
 prequential_window = 100
+early_snapshot_records = 0  # this module follows the cadence's series: v2, then v3 after a kill
+offer_when_better = false
 """
 
 
