@@ -4,7 +4,6 @@ store; feedback whose prediction never comes is dead-lettered with the reason.""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,13 +12,13 @@ import httpx
 import pytest
 from river.datasets import synth
 
-from cli.kafka_io import producer, send_all
 from cli.platform import Platform
 from contracts.events import LabeledRecord, RecordRejected
 from contracts.topics import Topic
 from shared.datasets import DatasetStore
 from tests.fault.trust_helpers import events, wait_for
 from tests.integration.conftest import PROJECT_FILE, running_platform
+from tests.integration.test_online_loop import publish as publish_keyed
 
 MODEL = "loans-tree"
 TTL = 4.0
@@ -37,12 +36,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 
 def publish(platform: Platform, records: list[LabeledRecord]) -> None:
-    async def send() -> None:
-        async with producer(platform.bootstrap or "") as kafka:
-            await send_all(kafka, Topic.DATA_LABELED.value,
-                           [(r.message_key, r) for r in records])
-
-    asyncio.run(send())
+    """Each record under its own key (the prediction id of feedback alone)."""
+    publish_keyed(platform, [(r.message_key, r) for r in records])
 
 
 def test_feedback_by_prediction_id_reaches_the_detectors_and_the_dataset(

@@ -21,6 +21,7 @@ from shared.processes import terminate
 from tests.fault.trust_helpers import wait_for
 from tests.integration.conftest import PROJECT_FILE, running_platform
 from tests.integration.test_feedback import publish
+from tests.integration.test_online_loop import publish as publish_keyed
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_two_ingestion_replicas_store_each_record_once(platform: Platform) -> No
         # some land on partitions the other replica owns
         publish(platform, [r.model_copy() for r in records[:300]])
         again = [(f"other-key-{r.record_id}", r) for r in records[300:600]]
-        _publish_keyed(platform, again)
+        publish_keyed(platform, again)
 
         store = DatasetStore(platform.data_dir / "datasets")
 
@@ -75,19 +76,6 @@ def _ready(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _publish_keyed(platform: Platform, keyed: list[tuple[str, LabeledRecord]]) -> None:
-    import asyncio
-
-    from cli.kafka_io import producer, send_all
-    from contracts.topics import Topic
-
-    async def send() -> None:
-        async with producer(platform.bootstrap or "") as kafka:
-            await send_all(kafka, Topic.DATA_LABELED.value, keyed)
-
-    asyncio.run(send())
 
 
 def _accepted(base: str) -> float:

@@ -203,6 +203,16 @@ def test_snapshots_beat_a_frozen_champion_after_a_drift(tmp_path: Path) -> None:
     assert last.metrics["accuracy"] > last.baseline_metrics["accuracy"]
 
 
+def champion_after(harness: Harness, learner: OnlineLearner,
+                   records: list[RecordValidated]) -> ModelVersionView:
+    """Stream `records` through `learner` with no champion, and make its snapshot of them v1
+    (nothing offered meanwhile: these tests set the cadence beyond them)."""
+    assert harness.stream_through(learner, records) == []
+    run = learner.snapshot(None)
+    assert run is not None
+    return as_champion(run, version=1)
+
+
 def flipped(records: list[RecordValidated]) -> list[RecordValidated]:
     """The same records with every label flipped: a drift the champion gets all wrong."""
     return [r.model_copy(update={"label": 1 - r.label}) for r in records]
@@ -214,8 +224,7 @@ def test_a_learner_that_beats_the_champion_snapshots_at_once(tmp_path: Path) -> 
     harness = Harness(tmp_path, project(every=2000, window=300, early=50))
     records = sea_stream(1400)
     learner = harness.learner()
-    assert harness.stream_through(learner, records[:600]) == []
-    champion = as_champion(learner.snapshot(None), version=1)  # type: ignore[arg-type]
+    champion = champion_after(harness, learner, records[:600])
     runs = harness.stream_through(learner, flipped(records[600:]), champion)
 
     assert runs, "no snapshot before the cadence although the champion lost every record"
@@ -230,8 +239,7 @@ def test_a_learner_no_better_than_the_champion_waits_for_the_cadence(tmp_path: P
     harness = Harness(tmp_path, project(every=5000, window=300, early=50))
     records = sea_stream(3000)
     learner = harness.learner()
-    harness.stream_through(learner, records[:2000])
-    champion = as_champion(learner.snapshot(None), version=1)  # type: ignore[arg-type]
+    champion = champion_after(harness, learner, records[:2000])
     # the same concept: the learner is not significantly better than its own past self
     assert harness.stream_through(learner, records[2000:], champion) == []
 
@@ -277,8 +285,7 @@ def test_early_snapshots_can_be_turned_off(tmp_path: Path) -> None:
     harness = Harness(tmp_path, project(every=2000, window=300, early=0))
     records = sea_stream(1400)
     learner = harness.learner()
-    harness.stream_through(learner, records[:600])
-    champion = as_champion(learner.snapshot(None), version=1)  # type: ignore[arg-type]
+    champion = champion_after(harness, learner, records[:600])
     assert harness.stream_through(learner, flipped(records[600:]), champion) == []
 
 
