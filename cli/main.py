@@ -219,8 +219,9 @@ def keys_create(out: Annotated[Path, typer.Option(
         signer: Annotated[list[str] | None, typer.Option(
             help="Signer to create a key pair for (training, registry); default both.")] = None,
         ) -> None:
-    """Create Ed25519 key pairs for the services that sign (private files are mode 0600)."""
-    from shared.signing import SIGNERS, write_key_pair
+    """Create Ed25519 key pairs for the services that sign, and monitoring's state secret
+    (private files are mode 0600)."""
+    from shared.signing import SIGNERS, STATE_SECRET, write_key_pair, write_secret
 
     names = signer or list(SIGNERS)
     for name in names:
@@ -233,6 +234,10 @@ def keys_create(out: Annotated[Path, typer.Option(
              f"{variable}_SIGNING_KEY_FILE={files.private}")
         _out(f"{name}: public  {files.public} -> {variable}_PUBLIC_KEY_FILE={files.public} "
              f"for {'registry, serving' if name == 'training' else 'serving, monitoring'}")
+    if signer is None:
+        secret = write_secret(out / STATE_SECRET)
+        _out(f"monitoring: secret  {secret} -> give ONLY the monitoring service "
+             f"DRIFTLOOP_MONITORING_STATE_KEY_FILE={secret}")
 
 
 @app.command("export-schemas")

@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -118,7 +118,8 @@ class Consumer:
                  handler: BatchHandler, *, from_beginning: bool = True,
                  max_records: int = 500, max_attempts: int = 5, dedup_size: int = 100_000,
                  commit_timeout: float = 15.0, stateful: bool = False,
-                 max_letter_bytes: int = DEAD_LETTER_MAX_BYTES):
+                 max_letter_bytes: int = DEAD_LETTER_MAX_BYTES,
+                 committable: Callable[[], Mapping[TopicPartition, int]] | None = None):
         self.bus = bus
         self.group_id = group_id
         self.topics = topics
@@ -130,6 +131,11 @@ class Consumer:
         self.stateful = stateful
         """The handler's state moves as it is fed: never re-feed parts of a batch."""
         self.max_letter_bytes = max_letter_bytes
+        self.committable = committable
+        """For a handler that checkpoints its state now and then: the offsets its last
+        checkpoint reflects, committed instead of each batch's end (what was handled after
+        it is read again after a restart, and the handler skips what it already holds)."""
+        self._committed: dict[TopicPartition, int] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._dedup_size = dedup_size
         self._by_name = {bus.topic(t): t for t in topics}
@@ -148,6 +154,7 @@ class Consumer:
         # Only this process's memory of what it handled; handlers stay idempotent by natural
         # keys across a restart.
         self._seen.clear()
+        self._committed.clear()
         self.assigned.clear()
         self.generation += 1
         consumer = AIOKafkaConsumer(
@@ -169,10 +176,22 @@ class Consumer:
                     self.assigned.set()
                 for tp, records in batches.items():
                     await self._handle_partition_batch(tp, records)
-                    if self.group_id is not None:
+                    if self.group_id is None:
+                        continue
+                    if self.committable is None:
                         await self._commit(consumer, tp, records[-1].offset + 1)
+                    else:
+                        await self._commit_checkpointed(consumer)
         finally:
             await consumer.stop()
+
+    async def _commit_checkpointed(self, consumer: AIOKafkaConsumer) -> None:
+        assert self.committable is not None
+        assigned = consumer.assignment()
+        for tp, offset in self.committable().items():
+            if tp in assigned and self._committed.get(tp) != offset:
+                await self._commit(consumer, tp, offset)
+                self._committed[tp] = offset
 
     async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
         # aiokafka retries a commit to a partition the broker no longer knows forever.

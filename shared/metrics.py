@@ -33,3 +33,7 @@ HANDLER_RETRIES = Counter(
     "driftloop_handler_retries_total", "Handler attempts that failed and were retried.", ["topic"])
 HTTP_REQUESTS = Histogram(
     "driftloop_http_request_seconds", "HTTP request duration.", ["route", "status"])
+CHANGELOG_REJECTED = Counter(
+    "driftloop_changelog_rejected_records_total",
+    "Changelog records skipped at restore because their tag is not the service's own "
+    "(forged, tampered, or written under another secret).")

@@ -186,10 +186,43 @@ def write_key_pair(directory: Path, name: str, overwrite: bool = False) -> KeyPa
     return files
 
 
+STATE_SECRET = "monitoring-state.key"
+"""The file name of monitoring's changelog secret (HMAC key of its stream state)."""
+
+
+def write_secret(path: Path, overwrite: bool = False) -> Path:
+    """32 random bytes, hex, in a file readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite and path.exists():
+        raise ConfigError(detail=f"{path} exists already; remove it first (a new secret makes "
+                          "the state written under the old one unreadable)")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(os.urandom(32).hex())
+    os.chmod(path, 0o600)
+    return path
+
+
+def read_secret(path: Path, variable: str) -> bytes:
+    """A secret file's bytes (surrounding whitespace stripped), failing with the variable."""
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(detail=f"cannot read the secret file {path} ({variable}): "
+                          f"{exc.strerror}") from None
+    if len(secret) < 16:
+        raise ConfigError(detail=f"the secret in {path} ({variable}) is shorter than 16 bytes; "
+                          "create one with `driftloop keys create`")
+    return secret
+
+
 def ensure_dev_keys(data_dir: Path) -> dict[str, KeyPairFiles]:
     """A development key pair per signer under `<data_dir>/keys`, made once and kept: what the
-    embedded quickstart uses. Each service is then given only the files it may hold."""
+    embedded quickstart uses (and monitoring's state secret). Each service is then given only
+    the files it may hold."""
     directory = data_dir / "keys"
+    if not (directory / STATE_SECRET).exists():
+        write_secret(directory / STATE_SECRET, overwrite=True)
     pairs = {}
     for name in SIGNERS:
         files = KeyPairFiles(directory / f"{name}.key", directory / f"{name}.pub")
@@ -205,7 +238,8 @@ KEY_VARIABLES: dict[str, tuple[str, ...]] = {
                  "DRIFTLOOP_TRAINING_PUBLIC_KEY"),
     "serving": ("DRIFTLOOP_REGISTRY_PUBLIC_KEY_FILE", "DRIFTLOOP_REGISTRY_PUBLIC_KEY",
                 "DRIFTLOOP_TRAINING_PUBLIC_KEY_FILE", "DRIFTLOOP_TRAINING_PUBLIC_KEY"),
-    "monitoring": ("DRIFTLOOP_REGISTRY_PUBLIC_KEY_FILE", "DRIFTLOOP_REGISTRY_PUBLIC_KEY"),
+    "monitoring": ("DRIFTLOOP_REGISTRY_PUBLIC_KEY_FILE", "DRIFTLOOP_REGISTRY_PUBLIC_KEY",
+                   "DRIFTLOOP_MONITORING_STATE_KEY_FILE"),
     "ingestion": (),
 }
 """Which key variables each service may hold: a private key only where it signs."""
@@ -223,7 +257,9 @@ def child_key_env(service: str, env: dict[str, str],
         files = {"DRIFTLOOP_TRAINING_SIGNING_KEY_FILE": dev_keys["training"].private,
                  "DRIFTLOOP_TRAINING_PUBLIC_KEY_FILE": dev_keys["training"].public,
                  "DRIFTLOOP_REGISTRY_SIGNING_KEY_FILE": dev_keys["registry"].private,
-                 "DRIFTLOOP_REGISTRY_PUBLIC_KEY_FILE": dev_keys["registry"].public}
+                 "DRIFTLOOP_REGISTRY_PUBLIC_KEY_FILE": dev_keys["registry"].public,
+                 "DRIFTLOOP_MONITORING_STATE_KEY_FILE":
+                     dev_keys["registry"].private.parent / STATE_SECRET}
         for name, path in files.items():
             inline = name.removesuffix("_FILE")
             if name in allowed and name not in result and inline not in result:

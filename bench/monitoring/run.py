@@ -37,6 +37,7 @@ from services.monitoring.handlers import Monitor
 from services.training.evaluation import numeric_features, profile
 from shared.broker import EmbeddedBroker, free_port
 from shared.bus import Bus
+from shared.changelog import Changelog
 from shared.consumer import Consumer
 from shared.project import load_project
 from shared.settings import CommonSettings
@@ -109,9 +110,11 @@ async def plain(bootstrap: str, total: int) -> float:
         await consumer.stop()
 
 
-async def monitoring(bootstrap: str, count: int, reference: Any) -> tuple[float, Monitor]:
+async def monitoring(bootstrap: str, count: int, reference: Any,
+                     durable: bool) -> tuple[float, Monitor, Changelog | None, float]:
     """Seconds the monitoring worker's consumer and handler take to take every prediction and
-    feedback (done when all `count` are scored)."""
+    feedback (done when all `count` are scored); `durable`: checkpointing its state to a
+    changelog as the service does (then also the seconds a new worker takes to restore it)."""
     os.environ["DRIFTLOOP_KAFKA_BOOTSTRAP"] = bootstrap
     settings = CommonSettings()
     project = load_project(ROOT / "driftloop.toml")
@@ -127,10 +130,14 @@ async def monitoring(bootstrap: str, count: int, reference: Any) -> tuple[float,
     await bus.start()
     key, _ = generate_pem_pair()
     registry = Signer.from_pem(key, "registry").verifier()
+    changelog = (Changelog(bus, f"bench.state-{uuid.uuid4().hex[:8]}", os.urandom(32))
+                 if durable else None)
+    worker = monitor_handler(bus, monitor, registry, changelog)
+    await worker.restore()
     consumer = Consumer(bus, f"monitoring-{uuid.uuid4()}",
                         [Topic.PREDICTIONS, Topic.FEEDBACK, Topic.MODELS_LIFECYCLE],
-                        monitor_handler(bus, monitor, registry), max_records=1000,
-                        stateful=True)
+                        worker, max_records=1000, stateful=True,
+                        committable=worker.committable if durable else None)
     stopping = asyncio.Event()
     task = asyncio.create_task(consumer.run(stopping))
     await consumer.assigned.wait()
@@ -143,8 +150,14 @@ async def monitoring(bootstrap: str, count: int, reference: Any) -> tuple[float,
     seconds = time.perf_counter() - started
     stopping.set()
     await task
+    restore = 0.0
+    if changelog is not None:
+        await worker.checkpoint()
+        started = time.perf_counter()
+        await monitor_handler(bus, Monitor(project), registry, changelog).restore()
+        restore = time.perf_counter() - started
     await bus.stop()
-    return seconds, monitor
+    return seconds, monitor, changelog, restore
 
 
 def main() -> None:
@@ -161,25 +174,39 @@ def main() -> None:
             asyncio.run(produce(broker.bootstrap, stream))
             total = len(stream)
             floor = asyncio.run(plain(broker.bootstrap, total))
-            before = resource.getrusage(resource.RUSAGE_SELF)
-            seconds, monitor = asyncio.run(monitoring(broker.bootstrap, args.events,
-                                                      reference))
-            after = resource.getrusage(resource.RUSAGE_SELF)
+            runs = []
+            for durable in (False, True):
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                result = asyncio.run(monitoring(broker.bootstrap, args.events, reference,
+                                                durable))
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                runs.append((result, cpu))
         finally:
             broker.stop()
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    (memory, memory_cpu), (durable_run, durable_cpu) = runs
+    seconds, monitor = memory[0], memory[1]
+    changelog, restore = durable_run[2], durable_run[3]
+    assert changelog is not None
     watch = monitor.watches[MODEL]
     rows = [("plain aiokafka getmany + json.loads", total / floor, floor, None),
-            ("monitoring worker (join, detectors, data drift, live windows)", total / seconds,
-             seconds, cpu / total * 1e6)]
+            ("monitoring worker, state in memory only", total / seconds, seconds,
+             memory_cpu / total * 1e6),
+            ("monitoring worker, state checkpointed to its changelog every 2 s",
+             total / durable_run[0], durable_run[0], durable_cpu / total * 1e6)]
     lines = [f"\n{args.events:,} predictions + {args.events:,} feedback = {total:,} events on "
              f"the embedded broker, {os.cpu_count()} CPUs",
              "| consumer | events/s | seconds | CPU µs/event |", "|---|---|---|---|"]
     lines += [f"| {name} | {rate:,.0f} | {took:.1f} | {'—' if per is None else f'{per:.0f}'} |"
               for name, rate, took, per in rows]
-    lines.append(f"\nmonitoring / plain: {rows[1][1] / rows[0][1]:.2f}×; scored "
+    lines.append(f"\nmonitoring / plain: {rows[1][1] / rows[0][1]:.2f}× in memory, "
+                 f"{rows[2][1] / rows[0][1]:.2f}× with its changelog; scored "
                  f"{watch.labeled:,}, alerts {len(monitor.alerts)}, pending joins "
                  f"{monitor.join.pending()}, peak RSS {after.ru_maxrss / 1024:.0f} MB")
+    lines.append(f"changelog: {changelog.checkpoints} checkpoints, {changelog.written:,} "
+                 f"records, {changelog.bytes_written / 1e6:.1f} MB "
+                 f"({changelog.bytes_written / total:.0f} bytes per input event); a new "
+                 f"worker restored it in {restore:.2f} s")
     print("\n".join(lines))  # noqa: T201
 
 if __name__ == "__main__":

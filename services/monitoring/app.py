@@ -12,11 +12,15 @@ from contracts.topics import Topic
 from services.monitoring.consumers import load_champions, monitor_handler
 from services.monitoring.handlers import Monitor
 from services.monitoring.settings import MonitoringSettings
+from shared.changelog import Changelog
 from shared.consumer import Consumer
 from shared.errors import ModelNotFound, UnknownWindow
 from shared.http_errors import error_responses
 from shared.project import load_project
 from shared.service import Runtime, build_app
+
+CHANGELOG_TOPIC = "monitoring.state"
+"""Monitoring's changelog (behind the topic prefix): its joins, watches, alerts, outbox."""
 
 
 def create_app(settings: MonitoringSettings) -> FastAPI:
@@ -24,16 +28,29 @@ def create_app(settings: MonitoringSettings) -> FastAPI:
                       max_pending_predictions=settings.max_pending_predictions,
                       max_pending_labels=settings.max_pending_labels)
     registry = settings.verifier("registry")  # a public key: decisions are checked, not made
+    secret = settings.state_secret()
 
     async def on_start(runtime: Runtime) -> None:
+        changelog = Changelog(runtime.bus, CHANGELOG_TOPIC, secret)
+        worker = monitor_handler(runtime.bus, monitor, registry, changelog,
+                                 settings.checkpoint_seconds)
         consumer = Consumer(runtime.bus, settings.group_id,
                             [Topic.PREDICTIONS, Topic.FEEDBACK, Topic.DATA_VALIDATED,
                              Topic.MODELS_LIFECYCLE],
-                            monitor_handler(runtime.bus, monitor, registry), max_records=1000,
-                            stateful=True)
-        runtime.spawn("monitor", consumer.run)
+                            worker, max_records=1000, stateful=True,
+                            committable=worker.committable)
+        restored = asyncio.Event()
+
+        async def run(stopping: asyncio.Event) -> None:
+            if not restored.is_set():  # once per process; a consumer reset keeps the state
+                await worker.restore()
+                restored.set()
+            await consumer.run(stopping)
+
+        runtime.spawn("monitor", run)
 
         async def bootstrap(stopping: asyncio.Event) -> None:
+            await restored.wait()  # a restored watch already knows its champion
             await load_champions(monitor, settings.registry_url, stopping)
 
         runtime.spawn("load-champions", bootstrap)

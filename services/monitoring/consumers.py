@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import TopicPartition
 
 from contracts.events import (
     AlertRaised,
@@ -15,10 +19,13 @@ from contracts.events import (
     RecordValidated,
 )
 from contracts.topics import Topic
+from services.monitoring import state
 from services.monitoring.handlers import Action, Monitor
 from services.monitoring.incident import alert_event_id
 from shared.bus import Bus, Outgoing
-from shared.consumer import BatchHandler, Delivery, Rejection, feed_each
+from shared.changelog import Changelog
+from shared.consumer import Delivery, Rejection, feed_each
+from shared.dead_letters import send_dead_letter
 from shared.errors import PublishRefused, UndeclaredModel
 from shared.registry_client import fetch_champions_when_reachable
 from shared.signing import Verifier
@@ -43,55 +50,169 @@ async def publish_action(bus: Bus, action: Action, trace_id: str) -> None:
     await bus.publish(topic, event, key=key, ce_id=ce_id, trace_id=trace)
 
 
-def monitor_handler(bus: Bus, monitor: Monitor, registry: Verifier) -> BatchHandler:
-    """Feed each batch to the monitor once, then publish what it decided.
+def monitor_handler(bus: Bus, monitor: Monitor, registry: Verifier,
+                    changelog: Changelog | None = None,
+                    checkpoint_seconds: float = 2.0) -> MonitorWorker:
+    """The batch handler of monitoring's consumer (see `MonitorWorker`)."""
+    return MonitorWorker(bus, monitor, registry, changelog, checkpoint_seconds)
+
+
+class MonitorWorker:
+    """Feeds each batch to the monitor once, checkpoints its state, publishes its decisions.
 
     The monitor's state moves as it is fed, so a batch retried after a failed publish is
     not fed again (it would decide nothing the second time): its undelivered actions stay
-    pending and are published first, before the offset is committed. A batch is known by
-    its coordinates, which no sender can forge (ids can be), and the hash of its bytes (the
-    memory broker reuses coordinates after a restart); an event the monitor cannot take is
-    rejected alone (`feed_each`): a lifecycle decision the registry did not sign, or about an
-    undeclared model, is never fed but dead-lettered with the reason. Run it with
-    `stateful=True`.
-    """
-    pending: list[tuple[Action, str]] = []
-    fed: set[tuple[str, int, int, int]] = set()
-    rejected: list[Rejection] = []
+    pending and are published first. A batch is known by its coordinates, which no sender
+    can forge (ids can be), and the hash of its bytes (the memory broker reuses coordinates
+    after a restart); an event the monitor cannot take is rejected alone (`feed_each`): a
+    lifecycle decision the registry did not sign, or about an undeclared model, is never fed
+    but dead-lettered with the reason. Run it with `stateful=True`.
 
-    def feed(delivery: Delivery) -> None:
+    With a `changelog` the state survives the process (`shared/changelog.py`): every
+    `checkpoint_seconds`, and before any alert or retrain request is published, the state
+    that changed is written with the input offsets it reflects, and the consumer commits
+    only those offsets (`committable`). A restarted worker restores the last checkpoint and
+    skips what it already reflects, so each input is fed exactly once to the state that
+    survives. Completed feedback records and dead letters are published before the
+    checkpoint that covers their input (a replay makes the same ones again, under the same
+    ids); alerts and retrain requests, whose ids are drawn at random, are written in the
+    checkpoint first (its outbox) and published after, so a worker killed in between
+    publishes the very same events again at restart and never a second decision.
+    """
+
+    def __init__(self, bus: Bus, monitor: Monitor, registry: Verifier,
+                 changelog: Changelog | None, checkpoint_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.bus = bus
+        self.monitor = monitor
+        self.registry = registry
+        self.changelog = changelog
+        self.checkpoint_seconds = checkpoint_seconds
+        self.clock = clock
+        self.pending: list[tuple[Action, str]] = []
+        self.applied: dict[str, int] = {}
+        """Input position fed, as "topic/partition" → next offset."""
+        self.durable: dict[str, int] = {}
+        """Input position the last checkpoint reflects: what may be committed."""
+        self._fed: set[tuple[str, int, int, int]] = set()
+        self._rejected: list[Rejection] = []
+        self._epoch = bus.epoch if changelog is not None else 0
+        self._everything = False
+        self._outbox_written = False
+        self._last_checkpoint = clock()
+
+    async def restore(self) -> None:
+        """Take up the last checkpoint, and publish what its outbox still holds."""
+        if self.changelog is None:
+            return
+        restored = await self.changelog.restore()
+        self.monitor.restore(restored.state)
+        self.applied, self.durable = dict(restored.offsets), dict(restored.offsets)
+        self._everything = bool(restored.torn)  # write again what a torn checkpoint left
+        outbox = restored.state.get(state.OUTBOX)
+        if outbox is not None:
+            self._outbox_written = True
+            self.pending = state.load(outbox)
+            logger.info("publishing %d decisions the last worker checkpointed",
+                        len(self.pending))
+            await self._publish(self.pending)
+        await self.checkpoint()
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """The offsets the consumer may commit: those the last checkpoint reflects."""
+        positions = {}
+        for where, offset in self.durable.items():
+            topic, _, partition = where.rpartition("/")
+            positions[TopicPartition(topic, int(partition))] = offset
+        return positions
+
+    async def __call__(self, batch: list[Delivery]) -> list[Rejection]:
+        if self.changelog is not None and self.bus.epoch != self._epoch:
+            # the broker lost its topics (and this log): start it again
+            self._epoch = self.bus.epoch
+            self.applied.clear()
+            self.durable.clear()
+            self._everything = True
+            await self.changelog.ensure_topic()
+        identity = {(d.record.topic, d.record.partition, d.record.offset, hash(d.record.value))
+                    for d in batch}
+        if identity != self._fed:
+            fresh = [d for d in batch
+                     if d.record.offset >= self.applied.get(_where(d), 0)]
+            self._rejected = feed_each(fresh, self._feed)
+            self._fed = identity
+            for delivery in batch:
+                self.applied[_where(delivery)] = max(self.applied.get(_where(delivery), 0),
+                                                     delivery.record.offset + 1)
+        if self.changelog is None:
+            await self._publish(self.pending)
+            return list(self._rejected)
+        # The letters and what is safe to re-make go out before the checkpoint that makes
+        # their input count as fed; decisions go into it first.
+        for rejection in self._rejected:
+            await send_dead_letter(self.bus, rejection.delivery.topic, rejection.delivery.record,
+                                   rejection.reason, list(rejection.errors))
+        self._rejected = []
+        bulk = [item for item in self.pending if isinstance(item[0], BULK)]
+        decisions = [item for item in self.pending if not isinstance(item[0], BULK)]
+        await self._publish(bulk)
+        self.pending = decisions
+        if decisions or self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
+            await self.checkpoint()
+        if decisions:
+            await self._publish(self.pending)
+            await self.checkpoint()  # the outbox is delivered
+        return []
+
+    async def checkpoint(self) -> None:
+        """Write what changed, the outbox, and the input position they reflect."""
+        if self.changelog is None:
+            return
+        changes = self.monitor.changes(everything=self._everything)
+        if self.pending:
+            changes[state.OUTBOX] = state.dump(self.pending)
+            self._outbox_written = True
+        elif self._outbox_written:
+            changes[state.OUTBOX] = None
+            self._outbox_written = False
+        await self.changelog.checkpoint(changes, self.applied)
+        self._everything = False
+        self.durable = dict(self.applied)
+        self._last_checkpoint = self.clock()
+
+    def _feed(self, delivery: Delivery) -> None:
         event = delivery.event
         actions: list[Action] = []
         if isinstance(event, PredictionMade):
-            actions = monitor.on_prediction(event)
+            actions = self.monitor.on_prediction(event)
         elif isinstance(event, RecordValidated):
-            actions = monitor.on_label(event)
+            actions = self.monitor.on_label(event)
         elif isinstance(event, Feedback):
-            actions = monitor.on_feedback(event)
+            actions = self.monitor.on_feedback(event)
         elif isinstance(event, ModelLifecycleChanged):
-            verify_decision(monitor, registry, event)
-            actions = monitor.on_lifecycle(event)
-        pending.extend((action, delivery.envelope.trace_id) for action in actions)
+            verify_decision(self.monitor, self.registry, event)
+            actions = self.monitor.on_lifecycle(event)
+        self.pending.extend((action, delivery.envelope.trace_id) for action in actions)
 
-    async def handle(batch: list[Delivery]) -> list[Rejection]:
-        nonlocal fed, rejected
-        identity = {(d.record.topic, d.record.partition, d.record.offset, hash(d.record.value))
-                    for d in batch}
-        if identity != fed:
-            rejected = feed_each(batch, feed)
-            fed = identity
-        while pending:
-            group = _next_group(pending)
+    async def _publish(self, items: list[tuple[Action, str]]) -> None:
+        """Publish `items` in order, removing each from it once the broker has it."""
+        while items:
+            group = _next_group(items)
             if len(group) == 1:
-                await _publish_or_drop(bus, *group[0])
+                await _publish_or_drop(self.bus, *group[0])
             else:
-                for refusal in await bus.publish_many([outgoing(*item) for item in group]):
+                for refusal in await self.bus.publish_many([outgoing(*item) for item in group]):
                     logger.error("dropped a decision the broker refuses: %s", refusal)
-            del pending[:len(group)]
-        return list(rejected)
+            del items[:len(group)]
 
-    return handle
 
+def _where(delivery: Delivery) -> str:
+    return f"{delivery.record.topic}/{delivery.record.partition}"
+
+
+BULK = (LabeledRecord, RecordRejected)
+"""Actions a replay makes again identically (one per prediction id): published before the
+checkpoint, not kept in its outbox."""
 
 BULK_GROUP = 500
 """Completed feedback records and dead letters sent together, at most this many at once."""
@@ -102,12 +223,11 @@ def _next_group(pending: list[tuple[Action, str]]) -> list[tuple[Action, str]]:
     revisions must not overtake each other); a run of completed feedback records and dead
     letters together, which are independent of each other (one per prediction id), so a
     batch of feedback costs one broker round trip rather than one each."""
-    bulk = (LabeledRecord, RecordRejected)
-    if not isinstance(pending[0][0], bulk):
+    if not isinstance(pending[0][0], BULK):
         return pending[:1]
     group = []
     for item in pending[:BULK_GROUP]:
-        if not isinstance(item[0], bulk):
+        if not isinstance(item[0], BULK):
             break
         group.append(item)
     return group

@@ -99,6 +99,17 @@ class SlidingHistogram:
         self._g = 0.0
         self._moves = 0
 
+    def __getstate__(self) -> dict[str, object]:
+        """Without the term tables (they follow from `expected` and `size` and are ~40× the
+        window's bytes): what a checkpoint writes."""
+        return {name: value for name, value in self.__dict__.items()
+                if name not in ("_psi_table", "_g_table")}
+
+    def __setstate__(self, saved: dict[str, object]) -> None:
+        fresh = SlidingHistogram(saved["expected"], saved["size"])  # type: ignore[arg-type]
+        self.__dict__.update(fresh.__dict__)
+        self.__dict__.update(saved)
+
     @property
     def full(self) -> bool:
         return len(self.bins) == self.size

@@ -29,6 +29,7 @@ from contracts.events import (
     TrainingReason,
     TrainingRequested,
 )
+from services.monitoring import state
 from services.monitoring.alerts import concept_drift_alert, data_drift_alert, measure_words
 from services.monitoring.concept import ConceptWatch, DriftSignal, error_of, expected_error
 from services.monitoring.data_drift import DataDriftWatch, FeatureShift
@@ -60,7 +61,7 @@ def feedback_record_id(prediction_id: str) -> str:
 class Monitor:
     """Joins, detects, alerts and requests retrains for every model of the project."""
 
-    def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic, *,
+    def __init__(self, project: Project, clock: Callable[[], float] = time.time, *,
                  max_pending_predictions: int = 100_000,
                  max_pending_labels: int = 100_000) -> None:
         self.project = project
@@ -79,6 +80,41 @@ class Monitor:
         self.join = LabelJoin(min(wanted, max_pending_predictions), ttl, clock,
                               max_labels=max_pending_labels)
         self.alerts: list[AlertRaised] = []
+        self.touched: set[str] = set()
+        """Models fed since the last checkpoint took them (their watch must be written)."""
+        self.alerts_changed = False
+        self._durable_joins: set[str] = set()
+
+    # -- durable state --------------------------------------------------------------------
+
+    def changes(self, everything: bool = False) -> dict[bytes, bytes | None]:
+        """The changelog records of what changed since the last call (`everything`: the whole
+        state, for a changelog that lost it or a checkpoint that was torn)."""
+        keys = self.join.take_changed()
+        if everything:
+            keys |= set(self.join.predictions.items) | set(self.join.labels.items)
+            keys |= self._durable_joins
+            self.touched |= set(self.watches)
+            self.alerts_changed = True
+        records = state.join_changes(self.join, keys, self._durable_joins)
+        for name in sorted(self.touched):
+            records[state.MODEL + name.encode()] = state.watch_state(self.watches[name])
+        self.touched.clear()
+        if self.alerts_changed:
+            records[state.ALERTS] = state.dump(self.alerts)
+            self.alerts_changed = False
+        return records
+
+    def restore(self, saved: Mapping[bytes, bytes]) -> None:
+        """Take up the state a checkpoint left (at start, before anything is fed)."""
+        self._durable_joins = state.restore_join(self.join, saved)
+        for name, watch in self.watches.items():
+            data = saved.get(state.MODEL + name.encode())
+            if data is not None and not state.restore_watch(watch, data):
+                logger.warning("the monitor section of %s changed since the last checkpoint: "
+                               "its detectors start afresh", name)
+        if state.ALERTS in saved:
+            self.alerts = state.load(saved[state.ALERTS])
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -88,6 +124,7 @@ class Monitor:
         watch = self.watches.get(model)
         if watch is None:
             return []
+        self.touched.add(model)
         if sequence is not None:
             watch.decision_sequence = max(watch.decision_sequence, sequence)
         if watch.concept.version == version:
@@ -103,6 +140,7 @@ class Monitor:
         watch = self.watches.get(event.model)
         if watch is None:
             return []
+        self.touched.add(event.model)
         if event.sequence is not None:
             if event.sequence <= watch.decision_sequence:
                 logger.info("decision #%d about %s is not newer than #%d; ignored",
@@ -130,6 +168,7 @@ class Monitor:
         if watch is None:
             return []
         _check_numbers(event)
+        self.touched.add(watch.name)
         watch.predicted += 1
         incident = watch.incident()
         if incident is not None and not incident.swapped and event.version > incident.version:
@@ -204,6 +243,7 @@ class Monitor:
 
     def _labeled(self, watch: ModelWatch, prediction: Predicted,
                  label: LabeledPair) -> list[Action]:
+        self.touched.add(watch.name)
         watch.labeled += 1
         error = error_of(watch.spec.task, prediction.prediction, label.label)
         if error is None:
@@ -349,6 +389,7 @@ class Monitor:
         return actions
 
     def _remember(self, alert: AlertRaised) -> AlertRaised:
+        self.alerts_changed = True
         self.alerts.append(alert)
         del self.alerts[:-1000]
         logger.warning("alert %s %s: %s", alert.status.value, alert.kind, alert.summary,

@@ -77,8 +77,10 @@ def join_key(prediction_id: str) -> str:
 
 class _Waiting(Generic[T]):
     def __init__(self, side: str, max_size: int, ttl: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], changed: set[str]) -> None:
         self.items: OrderedDict[str, tuple[float, T]] = OrderedDict()
+        self.changed = changed
+        """Keys added or removed since the checkpoint last took them (shared by both sides)."""
         self.max_size = max_size
         self.ttl = ttl
         self.clock = clock
@@ -91,6 +93,7 @@ class _Waiting(Generic[T]):
         self._expired = JOIN_DROPPED.labels(side, "expired")
 
     def add(self, key: str, item: T) -> None:
+        self.changed.add(key)
         self.items[key] = (self.clock(), item)
         self.items.move_to_end(key)
         self.sweep()
@@ -109,27 +112,35 @@ class _Waiting(Generic[T]):
             else:
                 break
             del self.items[oldest_key]
+            self.changed.add(oldest_key)
             self.dropped += 1
             if self.keep_gone:
                 self.gone.append((oldest, why))
 
     def pop(self, key: str) -> T | None:
         found = self.items.pop(key, None)
+        if found is not None:
+            self.changed.add(key)
         if found is None or self.clock() - found[0] > self.ttl:
             return None
         return found[1]
 
 
 class LabelJoin:
-    """Pairs each prediction with the label of the same prediction id."""
+    """Pairs each prediction with the label of the same prediction id.
+
+    The clock is wall time: a restarted worker restores what waited, and how long it has
+    waited must mean the same in the new process."""
 
     def __init__(self, max_predictions: int, ttl_seconds: float,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.time,
                  max_labels: int | None = None) -> None:
+        self.changed: set[str] = set()
+        """Keys whose entry changed since `take_changed` was last called."""
         self.predictions: _Waiting[Predicted] = _Waiting("prediction", max_predictions,
-                                                         ttl_seconds, clock)
+                                                         ttl_seconds, clock, self.changed)
         self.labels: _Waiting[LabeledPair] = _Waiting("label", max_labels or max_predictions,
-                                                  ttl_seconds, clock)
+                                                  ttl_seconds, clock, self.changed)
         self.labels.keep_gone = True
 
     def prediction(self, prediction_id: str, made: Predicted) -> LabeledPair | None:
@@ -147,6 +158,12 @@ class LabelJoin:
         if made is None:
             self.labels.add(key, label)
         return made
+
+    def take_changed(self) -> set[str]:
+        """The keys changed since the last call (what a checkpoint must write)."""
+        changed = set(self.changed)
+        self.changed.clear()
+        return changed
 
     def pending(self) -> int:
         return len(self.predictions.items) + len(self.labels.items)

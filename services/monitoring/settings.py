@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.errors import ConfigError
 from shared.settings import CommonSettings
+from shared.signing import STATE_SECRET, read_secret, write_secret
 
 
 class MonitoringSettings(CommonSettings):
@@ -27,3 +31,26 @@ class MonitoringSettings(CommonSettings):
     max_pending_labels: int = Field(
         default=100_000, ge=1, validation_alias="DRIFTLOOP_MONITORING_MAX_PENDING_LABELS")
     """Labels held waiting for their prediction (same rules, about 250 bytes each)."""
+    state_key_file: Path | None = Field(
+        default=None, validation_alias="DRIFTLOOP_MONITORING_STATE_KEY_FILE")
+    """The secret (a file, mode 0600) that authenticates monitoring's changelog: its joins,
+    detectors and alerts survive a restart there, and nothing another writer put in the
+    topic is loaded. Monitoring only. Unset with the embedded broker: one in the data dir."""
+    checkpoint_seconds: float = Field(
+        default=2.0, gt=0, validation_alias="DRIFTLOOP_MONITORING_CHECKPOINT_SECONDS")
+    """How often the state is checkpointed to the changelog (and input offsets committed).
+    A crash loses nothing: a restarted worker reads its inputs again from the last
+    checkpoint, so this bounds how much it re-reads, against the changelog's volume."""
+
+    def state_secret(self) -> bytes:
+        """The changelog secret; with a real Kafka cluster it must be given."""
+        variable = "DRIFTLOOP_MONITORING_STATE_KEY_FILE"
+        path = self.state_key_file
+        if path is None:
+            if self.kafka_bootstrap:
+                raise ConfigError(detail=f"{variable} is not set; it is required with a real "
+                                  "Kafka cluster (create it with `driftloop keys create`)")
+            path = self.data_dir / "keys" / STATE_SECRET
+            if not path.exists():
+                write_secret(path)
+        return read_secret(path, variable)

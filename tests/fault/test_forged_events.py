@@ -218,8 +218,8 @@ def test_the_keys_were_generated_per_signer_private_files_owner_only(
         platform: Platform) -> None:
     keys = Path(platform.data_dir) / "keys"
     assert sorted(p.name for p in keys.iterdir()) == [
-        "registry.key", "registry.pub", "training.key", "training.pub"]
-    for private in ("registry.key", "training.key"):
+        "monitoring-state.key", "registry.key", "registry.pub", "training.key", "training.pub"]
+    for private in ("registry.key", "training.key", "monitoring-state.key"):
         assert (keys / private).stat().st_mode & 0o777 == 0o600
 
 
@@ -233,4 +233,5 @@ def test_each_service_process_holds_only_the_keys_it_may(platform: Platform) -> 
         private = {key for key in held if "SIGNING_KEY" in key}
         assert private == ({f"DRIFTLOOP_{name.upper()}_SIGNING_KEY_FILE"}
                            if name in ("training", "registry") else set()), name
+        assert ("DRIFTLOOP_MONITORING_STATE_KEY_FILE" in held) == (name == "monitoring"), name
         assert "DRIFTLOOP_SIGNING_KEY" not in env

@@ -274,3 +274,118 @@ def test_monitoring_stopped_mid_stream_resumes_from_its_committed_offsets(
                 while_down)
     assert in_flight == while_down == count
     assert all(platform.alive().values())
+
+
+def completed_feedback(platform: Platform, prediction_ids: set[str]) -> int:
+    """How many of these predictions' feedback monitoring completed into stored records."""
+    wanted = {f"feedback-{p}" for p in prediction_ids}
+    return sum(1 for record_id in stored(platform, "feedback-") if record_id in wanted)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL], ids=["kill9"])
+def test_monitoring_killed_with_pending_joins_joins_them_after_restart(
+        platform: Platform, signum: signal.Signals) -> None:
+    """2,000 predictions wait for their labels when monitoring is killed; the labels come
+    only after the restart, and every one of them still meets its prediction."""
+    ensure_data(platform, 2500)
+    wait_for(lambda: serving_answers(platform), "a champion to be served")
+    wait_for(lambda: labeled_count(platform) is not None, "monitoring to watch the model")
+    count = 2_000
+    rows = list(itertools.islice(synth.Agrawal(seed=31), count))
+    outcomes: dict[str, int] = {}
+    with httpx.Client(base_url=platform.url("serving"), timeout=10) as serving:
+        for x, y in rows:
+            answer = serving.post(f"/v1/models/{MODEL}/predict", json={"features": x})
+            assert answer.status_code == 200, answer.text
+            outcomes[answer.json()["prediction_id"]] = int(y)
+
+    def pending() -> int:
+        answer = httpx.get(f"{platform.url('monitoring')}/v1/status", timeout=5)
+        return int(answer.json()["pending_joins"]) if answer.status_code == 200 else 0
+
+    wait_for(lambda: pending() >= count, "monitoring to hold the 2,000 predictions")
+    time.sleep(2)  # not a timing assertion: past a checkpoint, the state monitoring must keep
+    platform.kill("monitoring", signum)
+    platform.restart("monitoring")
+    feedback = [{"prediction_id": p, "label": y} for p, y in outcomes.items()]
+    with httpx.Client(base_url=platform.url("serving"), timeout=10) as serving:
+        for start in range(0, count, 1000):
+            sent = serving.post("/v1/feedback", json=feedback[start:start + 1000])
+            assert sent.status_code == 202, sent.text
+    wait_for(lambda: completed_feedback(platform, set(outcomes)) >= count,
+             "every feedback to meet its prediction after the restart", 120)
+    assert completed_feedback(platform, set(outcomes)) == count
+
+
+def flipped_traffic(platform: Platform, count: int, seed: int) -> None:
+    """`count` predictions, each followed by feedback with the opposite of Agrawal's label:
+    a concept drift as sharp as can be, which a model retrained on it learns back."""
+    rows = list(itertools.islice(synth.Agrawal(seed=seed), count))
+    feedback = []
+    with httpx.Client(base_url=platform.url("serving"), timeout=10) as serving:
+        for x, y in rows:
+            answer = serving.post(f"/v1/models/{MODEL}/predict", json={"features": x})
+            assert answer.status_code == 200, answer.text
+            feedback.append({"prediction_id": answer.json()["prediction_id"],
+                             "label": 1 - int(y)})
+        sent = serving.post("/v1/feedback", json=feedback)
+        assert sent.status_code == 202, sent.text
+
+
+def concept_alerts(platform: Platform) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{platform.url('monitoring')}/v1/alerts", timeout=5)
+    return [a for a in answer.json() if a["kind"] == "concept_drift"]
+
+
+def status(platform: Platform) -> dict[str, Any]:
+    return dict(httpx.get(f"{platform.url('monitoring')}/v1/status", timeout=5).json()[MODEL])
+
+
+def test_a_firing_alert_resolves_after_monitoring_is_killed(platform: Platform) -> None:
+    """The alert raised before a kill -9, and the retrain it asked for, are still monitoring's
+    after the restart: the retrain's decision is recognised, the alert resolves under its own
+    id, and no retrain is requested twice."""
+    ensure_data(platform, 2500)
+    wait_for(lambda: serving_answers(platform), "a champion to be served")
+    wait_for(lambda: labeled_count(platform) is not None, "monitoring to watch the model")
+    before = {a["alert_id"] for a in concept_alerts(platform)}
+    seed = itertools.count(100)
+
+    def fired() -> bool:
+        flipped_traffic(platform, 100, next(seed))
+        return "concept_drift" in status(platform)["firing"] and bool(
+            status(platform)["retrain_in_flight"])
+
+    wait_for(fired, "the flipped labels to raise a concept-drift alert and a retrain")
+    [alert] = [a for a in concept_alerts(platform)
+               if a["alert_id"] not in before and a["status"] == "firing"][-1:]
+    in_flight = status(platform)["retrain_in_flight"]
+
+    platform.kill("monitoring", signal.SIGKILL)
+    platform.restart("monitoring")
+    restored = status(platform)
+    assert "concept_drift" in restored["firing"]
+    assert restored["retrain_in_flight"] in (in_flight, None)  # None: already decided
+
+    def resolved() -> bool:
+        flipped_traffic(platform, 100, next(seed))
+        return any(a["alert_id"] == alert["alert_id"] and a["status"] == "resolved"
+                   for a in concept_alerts(platform))
+
+    wait_for(resolved, "the alert raised before the kill to resolve after it")
+    requests = [r for r in asyncio.run(read_requests(platform.bootstrap or ""))
+                if r.evidence.get("alert_id") == alert["alert_id"]]
+    assert requests and requests[0].request_id == in_flight
+    attempts = [r.evidence["attempt"] for r in requests]
+    assert len({r.request_id for r in requests}) == len(requests)
+    assert attempts == list(range(1, len(requests) + 1)), attempts  # none repeated
+
+
+async def read_requests(bootstrap: str) -> list[TrainingRequested]:
+    """Every training request on the topic, read until it has been quiet for a moment."""
+    found: list[TrainingRequested] = []
+    async with follower(bootstrap, [Topic.TRAINING_REQUESTS]) as consumer:
+        while batches := await consumer.getmany(timeout_ms=2000, max_records=5000):
+            for messages in batches.values():
+                found += [TrainingRequested.model_validate_json(m.value) for m in messages]
+    return found

@@ -13,6 +13,7 @@ from contracts.events import BinnedDistribution, LifecycleAction, ModelLifecycle
 from shared.errors import ConfigError, InvalidInput, SignatureInvalid
 from shared.signing import (
     KEY_VARIABLES,
+    STATE_SECRET,
     Signer,
     Verifier,
     canonical,
@@ -116,7 +117,11 @@ def test_each_service_is_given_only_the_keys_it_may_hold(tmp_path: Path) -> None
     assert "DRIFTLOOP_TRAINING_SIGNING_KEY_FILE" not in envs["registry"]
     assert set(envs["serving"]) - {"PATH"} == {"DRIFTLOOP_REGISTRY_PUBLIC_KEY_FILE",
                                                "DRIFTLOOP_TRAINING_PUBLIC_KEY_FILE"}
-    assert set(envs["monitoring"]) - {"PATH"} == {"DRIFTLOOP_REGISTRY_PUBLIC_KEY_FILE"}
+    assert set(envs["monitoring"]) - {"PATH"} == {"DRIFTLOOP_REGISTRY_PUBLIC_KEY_FILE",
+                                                  "DRIFTLOOP_MONITORING_STATE_KEY_FILE"}
+    secret = str((tmp_path / "keys" / STATE_SECRET).resolve())
+    assert {name for name, env in envs.items() if secret in env.values()} == {"monitoring"}
+    assert (tmp_path / "keys" / STATE_SECRET).stat().st_mode & 0o077 == 0
     assert set(envs["ingestion"]) == {"PATH"}
     # With a real cluster (no dev keys) nothing is invented.
     assert child_key_env("serving", {}, None) == {}
@@ -126,7 +131,8 @@ def test_keys_create_writes_pem_files_and_says_who_gets_which(tmp_path: Path) ->
     result = CliRunner().invoke(app, ["keys", "create", "--out", str(tmp_path / "k")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == [
-        "registry.key", "registry.pub", "training.key", "training.pub"]
+        "monitoring-state.key", "registry.key", "registry.pub", "training.key", "training.pub"]
+    assert "DRIFTLOOP_MONITORING_STATE_KEY_FILE" in result.output
     assert "DRIFTLOOP_TRAINING_SIGNING_KEY_FILE" in result.output
     again = CliRunner().invoke(app, ["keys", "create", "--out", str(tmp_path / "k")])
     assert again.exit_code != 0

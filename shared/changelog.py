@@ -1,0 +1,207 @@
+"""A service's stream state in a changelog topic, so a restarted worker resumes it exactly.
+
+State is a map of keys to bytes. A checkpoint writes the keys that changed since the last
+one (a tombstone for a key deleted) and then a marker holding the input offsets the state
+reflects; the service commits its input offsets only up to a marker's. A change counts only
+once a marker follows it, so a worker killed in the middle of a checkpoint leaves nothing
+half-applied: the next one restores the last whole checkpoint and reads its inputs again from
+the marker's offsets. Nothing fed before a marker is lost, nothing is applied twice.
+
+Values and markers carry an HMAC-SHA256 tag under the service's own secret, bound to the
+key: a changelog is a topic that anyone allowed to write it could fill, and a service may
+keep pickled detectors in it (a pickle is code). A record whose tag does not match is
+skipped and counted, never loaded. Tombstones carry no tag (compaction needs a null value):
+write access to a changelog topic must be kept to its service (a Kafka ACL).
+
+Restore reads the topic from the beginning until a fence record this worker wrote itself
+comes back, rather than up to the high-water mark: the embedded broker's end offsets are not
+to be trusted (see docs/ARCHITECTURE.md, *Messaging*). The topic has one partition (one
+worker owns the state) and is created with `cleanup.policy=compact` where the broker takes
+topic configs, so real Kafka keeps the newest value of each key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from shared.bus import Bus, _retry_start
+from shared.errors import DependencyUnavailable
+from shared.metrics import CHANGELOG_REJECTED
+from shared.settings import require_bootstrap
+
+logger = logging.getLogger(__name__)
+
+MARKER = b"\x00checkpoint"
+"""The key of the record that closes a checkpoint."""
+FENCE_PREFIX = b"\x00fence/"
+TAG_BYTES = 32
+_TOPIC_EXISTS = 36
+
+
+@dataclass
+class Restored:
+    """A whole checkpoint, as the last worker left it."""
+
+    state: dict[bytes, bytes] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    """Input position the state reflects, as "topic/partition" → next offset to feed."""
+    torn: set[bytes] = field(default_factory=set)
+    """Keys a worker wrote after its last marker (it died mid-checkpoint): their values here
+    are the last whole checkpoint's, to be written again so the log agrees."""
+    records: int = 0
+
+
+def tag(secret: bytes, key: bytes, value: bytes) -> bytes:
+    """The authentication tag of `value` under `key`."""
+    return hmac.new(secret, len(key).to_bytes(4, "big") + key + value, hashlib.sha256).digest()
+
+
+def seal(secret: bytes, key: bytes, value: bytes) -> bytes:
+    return tag(secret, key, value) + value
+
+
+def unseal(secret: bytes, key: bytes, sealed: bytes) -> bytes | None:
+    """The value, or None when its tag does not match (forged, tampered, another secret)."""
+    value = sealed[TAG_BYTES:]
+    if len(sealed) < TAG_BYTES or not hmac.compare_digest(sealed[:TAG_BYTES],
+                                                          tag(secret, key, value)):
+        return None
+    return value
+
+
+def fold(records: list[tuple[bytes, bytes | None]], secret: bytes) -> Restored:
+    """The state a sequence of changelog records leaves: changes apply when a marker that
+    follows them is read; what comes after the last marker is torn."""
+    restored = Restored(records=len(records))
+    tail: dict[bytes, bytes | None] = {}
+    for key, sealed in records:
+        if key.startswith(FENCE_PREFIX):
+            continue
+        if sealed is None:
+            tail[key] = None
+            continue
+        value = unseal(secret, key, sealed)
+        if value is None:
+            CHANGELOG_REJECTED.inc()
+            logger.error("changelog record %r does not carry this service's tag; skipped",
+                         key[:80])
+            continue
+        if key != MARKER:
+            tail[key] = value
+            continue
+        for changed, now in tail.items():
+            if now is None:
+                restored.state.pop(changed, None)
+            else:
+                restored.state[changed] = now
+        tail.clear()
+        restored.offsets = orjson.loads(value)["offsets"]
+    restored.torn = set(tail)
+    return restored
+
+
+class Changelog:
+    """One service's state topic: `restore` once at start, then `checkpoint` as it goes."""
+
+    def __init__(self, bus: Bus, name: str, secret: bytes, timeout: float = 60.0) -> None:
+        self.bus = bus
+        self.name = f"{bus.settings.kafka_topic_prefix}{name}"
+        self.secret = secret
+        self.timeout = timeout
+        self.checkpoints = 0
+        self.written = 0
+        """Records written (changes and markers), for the changelog's cost."""
+        self.bytes_written = 0
+
+    async def ensure_topic(self) -> None:
+        """Create the topic (one partition, compacted where the broker takes configs)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=require_bootstrap(self.bus.settings),
+                                    **self.bus.settings.kafka_client_options())
+        await _retry_start(admin.start, self.timeout, "admin client")
+        try:
+            if self.name in set(await admin.list_topics()):
+                return
+            topic = NewTopic(self.name, 1, self.bus.settings.kafka_replication_factor,
+                             topic_configs={"cleanup.policy": "compact"})
+            response = await admin.create_topics([topic])
+            for name, code, message in getattr(response, "topic_errors", []):
+                if code not in (0, _TOPIC_EXISTS):
+                    raise DependencyUnavailable(dependency="kafka",
+                                                detail=f"creating {name}: {message}")
+        finally:
+            await admin.close()
+
+    async def restore(self) -> Restored:
+        """Read the whole changelog up to a fence written now, and fold it."""
+        await self.ensure_topic()
+        fence = FENCE_PREFIX + uuid.uuid4().hex.encode()
+        await self._send([(fence, b"")])
+        consumer = AIOKafkaConsumer(bootstrap_servers=require_bootstrap(self.bus.settings),
+                                    enable_auto_commit=False, group_id=None,
+                                    **self.bus.settings.kafka_client_options())
+        await _retry_start(consumer.start, self.timeout, "changelog reader")
+        records: list[tuple[bytes, bytes | None]] = []
+        try:
+            partition = TopicPartition(self.name, 0)
+            consumer.assign([partition])
+            await consumer.seek_to_beginning(partition)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                if time.monotonic() > deadline:
+                    raise DependencyUnavailable(
+                        dependency="kafka", detail=f"{self.name}: the fence written at start "
+                        f"did not come back within {self.timeout:g}s")
+                batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                found = False
+                for messages in batches.values():
+                    for message in messages:
+                        if message.key == fence:
+                            found = True
+                            break
+                        records.append((message.key or b"", message.value))
+                if found:
+                    break
+        finally:
+            await consumer.stop()
+        await self._send([(fence, None)])  # compaction removes the fence and its tombstone
+        restored = fold(records, self.secret)
+        logger.info("restored %d keys from %d changelog records of %s (%d torn)",
+                    len(restored.state), restored.records, self.name, len(restored.torn))
+        return restored
+
+    async def checkpoint(self, changes: Mapping[bytes, bytes | None],
+                         offsets: Mapping[str, int]) -> None:
+        """Write `changes` (None deletes a key), then the marker that makes them count."""
+        marker = orjson.dumps({"offsets": dict(offsets), "at": time.time()})
+        records: list[tuple[bytes, bytes | None]] = [
+            (key, None if value is None else seal(self.secret, key, value))
+            for key, value in changes.items()]
+        records.append((MARKER, seal(self.secret, MARKER, marker)))
+        await self._send(records)
+        self.checkpoints += 1
+        self.written += len(records)
+        self.bytes_written += sum(len(key) + len(value or b"") for key, value in records)
+
+    async def _send(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        """Send in order (one in-flight request per broker keeps a partition's order) and
+        wait for every acknowledgement."""
+        producer = self.bus.producer
+        try:
+            futures = [await producer.send(self.name, value, key=key, partition=0)
+                       for key, value in records]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise DependencyUnavailable(dependency="kafka",
+                                        detail=f"{self.name}: {exc}") from exc
