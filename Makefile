@@ -33,15 +33,18 @@ lint: $(STAMP)  ## ruff + mypy (strict)
 	$(BIN)/ruff check .
 	$(BIN)/mypy contracts shared services cli
 
-bench-serving: $(STAMP)  ## serving's rps/latency per delivery mode, events counted on the topic (~3 min)
-	@command -v wrk >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+WRK = @command -v wrk >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
+
+bench-serving: $(STAMP)  ## serving's rps/latency per delivery mode, events counted on the topic (~3 min)
+	$(WRK)
 	$(BIN)/python -m bench.serving.run
 
 bench-loop: $(STAMP)  ## loop quality on River's drifting streams vs ARF and a static model (~30 min; ARGS="--streams sine --rates 200")
 	$(BIN)/python -m bench.loop.run $(ARGS)
 
-bench-monitoring: $(STAMP)  ## events/s one monitoring worker takes vs a plain aiokafka loop (~2 min; ARGS="--events 20000")
+bench-monitoring: $(STAMP)  ## events/s one monitoring worker takes (in memory, with its changelog) vs a plain aiokafka loop and serving's peak (~4 min; ARGS="--events 20000")
+	$(WRK)
 	$(BIN)/python -m bench.monitoring.run $(ARGS)
 
 schemas: $(STAMP)  ## regenerate contracts/schemas after changing a contract

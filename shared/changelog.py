@@ -195,12 +195,23 @@ class Changelog:
         self.bytes_written += sum(len(key) + len(value or b"") for key, value in records)
 
     async def _send(self, records: list[tuple[bytes, bytes | None]]) -> None:
-        """Send in order (one in-flight request per broker keeps a partition's order) and
-        wait for every acknowledgement."""
+        """Send in order, packed into record batches (~1 µs a record, where a `send` each
+        costs ~30 µs), and wait for every acknowledgement. Batches to one partition leave
+        in order: the producer keeps one request in flight per broker."""
         producer = self.bus.producer
+        futures = []
         try:
-            futures = [await producer.send(self.name, value, key=key, partition=0)
-                       for key, value in records]
+            batch = producer.create_batch()
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(batch, self.name, partition=0))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise DependencyUnavailable(
+                            dependency="kafka", detail=f"{self.name}: a record of "
+                            f"{len(value or b'')} bytes does not fit in a batch")
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, self.name, partition=0))
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise DependencyUnavailable(dependency="kafka",

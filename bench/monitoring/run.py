@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import tempfile
 import time
 import uuid
@@ -160,12 +161,43 @@ async def monitoring(bootstrap: str, count: int, reference: Any,
     return seconds, monitor, changelog, restore
 
 
+def serving_peak(seconds: int) -> float:
+    """Predictions per second one serving process answers (and publishes) at c=8, single
+    records, driven by wrk: what one monitoring worker must keep up with. The platform
+    trains the champion; then only the broker, the registry and this serving process run."""
+    from bench.common import start_platform
+    from bench.serving.run import ROWS, Serving, champion, wrk
+    from shared.processes import terminate
+
+    data_dir = Path(tempfile.mkdtemp(prefix="driftloop-bench-monitoring-serving-"))
+    platform = start_platform(ROOT / "driftloop.toml", data_dir)
+    serving: Serving | None = None
+    try:
+        champion(platform)
+        for name in ("ingestion", "training", "monitoring", "serving"):
+            terminate(platform.processes[name], 15)
+        serving = Serving(platform, "fast", data_dir / "logs")
+        serving.wait_serving()
+        run = wrk(serving.url, 8, seconds, json.dumps({"features": ROWS[0]}).encode(),
+                  data_dir)
+        return run["rps"] * (run["requests"] - run["non2xx"]) / max(run["requests"], 1)
+    finally:
+        if serving is not None:
+            terminate(serving.process, 30)
+        platform.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000,
                         help="predictions (each with its feedback: twice as many events)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--serving-seconds", type=int, default=10,
+                        help="length of the wrk run that measures serving's peak (0: skip)")
     args = parser.parse_args()
+    if args.serving_seconds and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: `sudo apt-get install -y wrk` "
+                         "(make bench-monitoring does it), or pass --serving-seconds 0")
     stream, reference = events(args.events, args.seed)
     with tempfile.TemporaryDirectory(prefix="driftloop-bench-monitoring-") as scratch:
         broker = EmbeddedBroker(port=free_port(), log_file=Path(scratch) / "broker.log")
@@ -207,6 +239,12 @@ def main() -> None:
                  f"records, {changelog.bytes_written / 1e6:.1f} MB "
                  f"({changelog.bytes_written / total:.0f} bytes per input event); a new "
                  f"worker restored it in {restore:.2f} s")
+    if args.serving_seconds:
+        peak = serving_peak(args.serving_seconds)
+        taken = total / durable_run[0] / 2  # predictions a second, each with its feedback
+        lines.append(f"serving peak, one process, c=8, single records: {peak:,.0f} "
+                     f"predictions/s; one monitoring worker with its changelog takes "
+                     f"{taken:,.0f} predictions/s with their feedback: {taken / peak:.2f}×")
     print("\n".join(lines))  # noqa: T201
 
 if __name__ == "__main__":
