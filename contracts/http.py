@@ -97,6 +97,39 @@ MAX_ERROR_DETAIL = 2000
 """Longest detail of an error body (characters)."""
 
 
+class ValueSchema(Contract):
+    """Type and allowed values of one input or of the label, as the project file declares."""
+
+    type: str = Field(description="float, int, str or bool.", examples=["int"])
+    min: float | None = Field(default=None, description="Smallest allowed number.")
+    max: float | None = Field(default=None, description="Largest allowed number.")
+    categories: list[str | int | bool] | None = Field(
+        default=None, description="The only allowed values, when declared.")
+    required: bool = Field(default=True, description="False: the input may be left out.")
+
+
+class ServedVersion(Contract):
+    """The version a serving process answers with."""
+
+    version: int = Field(ge=1, le=MAX_VERSION, examples=[3])
+    digest: str = Field(description="sha256 of the artifact.", examples=["sha256:9f2c..."])
+    loaded_at: datetime
+
+
+class ModelSchema(Contract):
+    """What a model takes and gives: its dataset's inputs and label, the version serving it,
+    and an example request body's `features` that passes the contract."""
+
+    model: str = Field(examples=["loans-tree"])
+    dataset: str = Field(examples=["loans"])
+    task: str = Field(description="classification or regression.", examples=["classification"])
+    features: dict[str, ValueSchema]
+    label: ValueSchema
+    serving: ServedVersion | None = Field(description="None until a champion is loaded.")
+    example: dict[str, Any] = Field(description="Features of a valid request.",
+                                    examples=[_FEATURES])
+
+
 class ErrorDetail(Contract):
     """Every 4xx/5xx body: what went wrong, and per field where it applies. Bounded whatever the
     input: a few problems, each cut short, so a huge request never gets a huge answer."""

@@ -41,11 +41,30 @@ class ValueSpec(_Spec):
     required: bool = True
 
 
+def example_value(spec: ValueSpec) -> str | int | float | bool:
+    """A value the spec allows: its first category, else the middle of its range (or a
+    bound, or zero)."""
+    if spec.categories:
+        return spec.categories[0]
+    if spec.type is ValueType.BOOL:
+        return False
+    if spec.type is ValueType.STR:
+        return "text"
+    low, high = spec.min, spec.max
+    middle = ((low + high) / 2 if low is not None and high is not None
+              else low if low is not None else high if high is not None else 0.0)
+    return round(middle) if spec.type is ValueType.INT else float(middle)
+
+
 class DatasetSpec(_Spec):
     """A dataset's contract: its features and label."""
 
     features: dict[str, ValueSpec] = Field(min_length=1)
     label: ValueSpec
+
+    def example(self) -> dict[str, str | int | float | bool]:
+        """Features of a record that passes this contract (for API examples)."""
+        return {name: example_value(spec) for name, spec in self.features.items()}
 
 
 class PipelineStep(_Spec):

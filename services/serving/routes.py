@@ -20,8 +20,11 @@ from pydantic import ValidationError
 from contracts.http import (
     BatchPredictRequest,
     BatchPredictResponse,
+    ModelSchema,
     PredictRequest,
     PredictResponse,
+    ServedVersion,
+    ValueSchema,
 )
 from services.serving.handlers import Answer, Predictor
 from shared.auth import AUTH_RESPONSES, Authenticator
@@ -56,6 +59,29 @@ def _answer(predictor: Predictor, model: str, body: bytes) -> tuple[Answer, bool
     return predictor.predict(model, instances, paths), is_batch
 
 
+def model_schema(predictor: Predictor, model: str) -> ModelSchema:
+    """A declared model's inputs, label and serving version (`ModelNotFound` otherwise)."""
+    spec = predictor.project.model(model)
+    dataset = predictor.project.datasets[spec.dataset]
+    served = next((m for m in predictor.models.loaded() if m.name == model), None)
+    return ModelSchema(
+        model=model, dataset=spec.dataset, task=spec.task,
+        features={name: ValueSchema.model_validate(value.model_dump())
+                  for name, value in dataset.features.items()},
+        label=ValueSchema.model_validate(dataset.label.model_dump()),
+        serving=None if served is None else ServedVersion(
+            version=served.version, digest=served.digest, loaded_at=served.loaded_at),
+        example=dataset.example())
+
+
+def request_examples(predictor: Predictor) -> dict[str, Any]:
+    """One OpenAPI example request per declared model, from its own dataset."""
+    project = predictor.project
+    return {name: {"summary": f"{name} (dataset {spec.dataset})",
+                   "value": {"features": project.datasets[spec.dataset].example()}}
+            for name, spec in project.models.items()}
+
+
 def build_router(predictor: Predictor, auth: Authenticator | None = None) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["inference"])
     auth = auth or Authenticator([])  # open reads and predict: what the unit tests build
@@ -63,9 +89,10 @@ def build_router(predictor: Predictor, auth: Authenticator | None = None) -> API
     @router.post("/models/{model}/predict", response_model=PredictResponse | BatchPredictResponse,
                  dependencies=auth.predict, responses=error_responses(401, 403, 404, 409, 413, 422,
                                                                       503),
-                 openapi_extra={"requestBody": {"content": {"application/json": {"schema": {
-                     "oneOf": [PredictRequest.model_json_schema(),
-                               BatchPredictRequest.model_json_schema()]}}}, "required": True}})
+                 openapi_extra={"requestBody": {"content": {"application/json": {
+                     "schema": {"oneOf": [PredictRequest.model_json_schema(),
+                                          BatchPredictRequest.model_json_schema()]},
+                     "examples": request_examples(predictor)}}, "required": True}})
     async def predict(model: str, request: Request) -> Response:
         """Predict one instance (`features`) or many (`instances`) with the champion."""
         body = await request.body()
@@ -84,6 +111,13 @@ def build_router(predictor: Predictor, auth: Authenticator | None = None) -> API
             return json_response({"model": model, "version": version,
                                   "predictions": answer.items})
         return json_response({"model": model, "version": version, **answer.items[0]})
+
+    @router.get("/models/{model}", response_model=ModelSchema, dependencies=auth.reads,
+                responses=error_responses(*((401, 403) if auth.reads else ()), 404, 422))
+    async def describe_model(model: str) -> ModelSchema:
+        """What `model` takes (each feature's type, range or categories, and whether it is
+        required), its label, the version serving it, and a valid example."""
+        return model_schema(predictor, model)
 
     @router.get("/models", dependencies=auth.reads,
                 responses=AUTH_RESPONSES if auth.reads else None)
