@@ -108,6 +108,10 @@ class Feedback(Contract):
                          examples=["2026-11-22T10:09:00Z"])
     source: str = Field(default="http", max_length=MAX_NAME,
                         description="How it came: http or data.labeled.", examples=["http"])
+    stored: bool = Field(default=False, description=(
+        "True: the label came in a whole record, already in the dataset (ingestion forwards "
+        "it here so it meets its prediction on the same partition); monitoring scores it "
+        "but does not complete it into a record."), examples=[False])
 
 
 class RecordValidated(Contract):

@@ -15,9 +15,11 @@ write access to a changelog topic must be kept to its service (a Kafka ACL).
 
 Restore reads the topic from the beginning until a fence record this worker wrote itself
 comes back, rather than up to the high-water mark: the embedded broker's end offsets are not
-to be trusted (see docs/ARCHITECTURE.md, *Messaging*). The topic has one partition (one
-worker owns the state) and is created with `cleanup.policy=compact` where the broker takes
-topic configs, so real Kafka keeps the newest value of each key.
+to be trusted (see docs/ARCHITECTURE.md, *Messaging*). The topic has as many partitions as
+the service's inputs; partition p holds the state of what arrives on input partition p, so
+a worker restores the partitions it is assigned and nothing else. It is created with
+`cleanup.policy=compact` where the broker takes topic configs, so real Kafka keeps the
+newest value of each key.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -115,10 +117,12 @@ def fold(records: list[tuple[bytes, bytes | None]], secret: bytes) -> Restored:
 class Changelog:
     """One service's state topic: `restore` once at start, then `checkpoint` as it goes."""
 
-    def __init__(self, bus: Bus, name: str, secret: bytes, timeout: float = 60.0) -> None:
+    def __init__(self, bus: Bus, name: str, secret: bytes, partitions: int = 1,
+                 timeout: float = 60.0) -> None:
         self.bus = bus
         self.name = f"{bus.settings.kafka_topic_prefix}{name}"
         self.secret = secret
+        self.partitions = partitions
         self.timeout = timeout
         self.checkpoints = 0
         self.written = 0
@@ -133,7 +137,8 @@ class Changelog:
         try:
             if self.name in set(await admin.list_topics()):
                 return
-            topic = NewTopic(self.name, 1, self.bus.settings.kafka_replication_factor,
+            topic = NewTopic(self.name, self.partitions,
+                             self.bus.settings.kafka_replication_factor,
                              topic_configs={"cleanup.policy": "compact"})
             response = await admin.create_topics([topic])
             for name, code, message in getattr(response, "topic_errors", []):
@@ -143,58 +148,67 @@ class Changelog:
         finally:
             await admin.close()
 
-    async def restore(self) -> Restored:
-        """Read the whole changelog up to a fence written now, and fold it."""
+    async def restore(self, partitions: Iterable[int] = (0,)) -> Restored:
+        """Read `partitions` whole, each up to a fence written now, and fold them."""
         await self.ensure_topic()
+        wanted = sorted(set(partitions))
         fence = FENCE_PREFIX + uuid.uuid4().hex.encode()
-        await self._send([(fence, b"")])
+        for partition in wanted:
+            await self._send([(fence, b"")], partition)
         consumer = AIOKafkaConsumer(bootstrap_servers=require_bootstrap(self.bus.settings),
                                     enable_auto_commit=False, group_id=None,
                                     **self.bus.settings.kafka_client_options())
         await _retry_start(consumer.start, self.timeout, "changelog reader")
-        records: list[tuple[bytes, bytes | None]] = []
+        records: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in wanted}
+        open_partitions = set(wanted)
         try:
-            partition = TopicPartition(self.name, 0)
-            consumer.assign([partition])
-            await consumer.seek_to_beginning(partition)
+            consumer.assign([TopicPartition(self.name, p) for p in wanted])
+            await consumer.seek_to_beginning(*(TopicPartition(self.name, p) for p in wanted))
             deadline = time.monotonic() + self.timeout
-            while True:
+            while open_partitions:
                 if time.monotonic() > deadline:
                     raise DependencyUnavailable(
                         dependency="kafka", detail=f"{self.name}: the fence written at start "
                         f"did not come back within {self.timeout:g}s")
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                found = False
-                for messages in batches.values():
+                for tp, messages in batches.items():
                     for message in messages:
-                        if message.key == fence:
-                            found = True
+                        if tp.partition not in open_partitions:
                             break
-                        records.append((message.key or b"", message.value))
-                if found:
-                    break
+                        if message.key == fence:
+                            open_partitions.discard(tp.partition)
+                            break
+                        records[tp.partition].append((message.key or b"", message.value))
         finally:
             await consumer.stop()
-        await self._send([(fence, None)])  # compaction removes the fence and its tombstone
-        restored = fold(records, self.secret)
-        logger.info("restored %d keys from %d changelog records of %s (%d torn)",
-                    len(restored.state), restored.records, self.name, len(restored.torn))
+        restored = Restored()
+        for partition in wanted:
+            await self._send([(fence, None)], partition)  # compaction removes both
+            part = fold(records[partition], self.secret)
+            restored.state.update(part.state)
+            restored.offsets.update(part.offsets)
+            restored.torn |= part.torn
+            restored.records += part.records
+        logger.info("restored %d keys from %d records of %s partitions %s (%d torn)",
+                    len(restored.state), restored.records, self.name, wanted,
+                    len(restored.torn))
         return restored
 
     async def checkpoint(self, changes: Mapping[bytes, bytes | None],
-                         offsets: Mapping[str, int]) -> None:
-        """Write `changes` (None deletes a key), then the marker that makes them count."""
+                         offsets: Mapping[str, int], partition: int = 0) -> None:
+        """Write `changes` (None deletes a key), then the marker that makes them count, to
+        one partition."""
         marker = orjson.dumps({"offsets": dict(offsets), "at": time.time()})
         records: list[tuple[bytes, bytes | None]] = [
             (key, None if value is None else seal(self.secret, key, value))
             for key, value in changes.items()]
         records.append((MARKER, seal(self.secret, MARKER, marker)))
-        await self._send(records)
+        await self._send(records, partition)
         self.checkpoints += 1
         self.written += len(records)
         self.bytes_written += sum(len(key) + len(value or b"") for key, value in records)
 
-    async def _send(self, records: list[tuple[bytes, bytes | None]]) -> None:
+    async def _send(self, records: list[tuple[bytes, bytes | None]], partition: int) -> None:
         """Send in order, packed into record batches (~1 µs a record, where a `send` each
         costs ~30 µs), and wait for every acknowledgement. Batches to one partition leave
         in order: the producer keeps one request in flight per broker."""
@@ -204,14 +218,16 @@ class Changelog:
             batch = producer.create_batch()
             for key, value in records:
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, self.name, partition=0))
+                    futures.append(await producer.send_batch(batch, self.name,
+                                                             partition=partition))
                     batch = producer.create_batch()
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         raise DependencyUnavailable(
                             dependency="kafka", detail=f"{self.name}: a record of "
                             f"{len(value or b'')} bytes does not fit in a batch")
             if batch.record_count():
-                futures.append(await producer.send_batch(batch, self.name, partition=0))
+                futures.append(await producer.send_batch(batch, self.name,
+                                                         partition=partition))
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise DependencyUnavailable(dependency="kafka",

@@ -26,7 +26,14 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -119,7 +126,9 @@ class Consumer:
                  max_records: int = 500, max_attempts: int = 5, dedup_size: int = 100_000,
                  commit_timeout: float = 15.0, stateful: bool = False,
                  max_letter_bytes: int = DEAD_LETTER_MAX_BYTES,
-                 committable: Callable[[], Mapping[TopicPartition, int]] | None = None):
+                 committable: Callable[[], Mapping[TopicPartition, int]] | None = None,
+                 listener: ConsumerRebalanceListener | None = None,
+                 aligned: bool = False):
         self.bus = bus
         self.group_id = group_id
         self.topics = topics
@@ -135,6 +144,11 @@ class Consumer:
         """For a handler that checkpoints its state now and then: the offsets its last
         checkpoint reflects, committed instead of each batch's end (what was handled after
         it is read again after a restart, and the handler skips what it already holds)."""
+        self.listener = listener
+        """Told of each partition gained and lost (a handler whose state is per partition)."""
+        self.aligned = aligned
+        """Range assignment: a member gets the same partition numbers of every topic, so
+        co-partitioned topics (keyed alike, same partition count) meet in one member."""
         self._committed: dict[TopicPartition, int] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._dedup_size = dedup_size
@@ -157,15 +171,20 @@ class Consumer:
         self._committed.clear()
         self.assigned.clear()
         self.generation += 1
+        strategy = ((RangePartitionAssignor,) if self.aligned
+                    else (RoundRobinPartitionAssignor,))
         consumer = AIOKafkaConsumer(
-            *self._by_name,
+            *(() if self.listener else self._by_name),
             bootstrap_servers=self.bus.settings.kafka_bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if self.from_beginning else "latest",
             client_id=f"driftloop-{self.bus.source}",
+            partition_assignment_strategy=strategy,
             **self.bus.settings.kafka_client_options(),
         )
+        if self.listener is not None:
+            consumer.subscribe(list(self._by_name), listener=self.listener)
         await _retry_start(consumer.start, self.bus.connect_timeout, "consumer")
         try:
             while not stopping.is_set():

@@ -119,7 +119,7 @@ async def monitoring(bootstrap: str, count: int, reference: Any,
     os.environ["DRIFTLOOP_KAFKA_BOOTSTRAP"] = bootstrap
     settings = CommonSettings()
     project = load_project(ROOT / "driftloop.toml")
-    monitor = Monitor(project)
+    monitor = Monitor(project, partitions=settings.kafka_partitions)
     spec = project.datasets[project.models[MODEL].dataset]
     features = numeric_features(spec)
     now = datetime.now(UTC)
@@ -131,8 +131,8 @@ async def monitoring(bootstrap: str, count: int, reference: Any,
     await bus.start()
     key, _ = generate_pem_pair()
     registry = Signer.from_pem(key, "registry").verifier()
-    changelog = (Changelog(bus, f"bench.state-{uuid.uuid4().hex[:8]}", os.urandom(32))
-                 if durable else None)
+    changelog = (Changelog(bus, f"bench.state-{uuid.uuid4().hex[:8]}", os.urandom(32),
+                           settings.kafka_partitions) if durable else None)
     worker = monitor_handler(bus, monitor, registry, changelog)
     await worker.restore()
     consumer = Consumer(bus, f"monitoring-{uuid.uuid4()}",
@@ -155,7 +155,8 @@ async def monitoring(bootstrap: str, count: int, reference: Any,
     if changelog is not None:
         await worker.checkpoint()
         started = time.perf_counter()
-        await monitor_handler(bus, Monitor(project), registry, changelog).restore()
+        await monitor_handler(bus, Monitor(project, partitions=settings.kafka_partitions),
+                              registry, changelog).restore()
         restore = time.perf_counter() - started
     await bus.stop()
     return seconds, monitor, changelog, restore

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import cast
 
 from contracts.base import utcnow
-from contracts.events import Feedback, LabeledRecord
+from contracts.events import Feedback, LabeledRecord, RecordValidated
 from contracts.topics import Topic
 from services.ingestion.handlers import Ingestor
 from services.ingestion.metrics import RECORDS
@@ -47,7 +47,10 @@ def labeled_handler(bus: Bus, ingestor: Ingestor) -> BatchHandler:
                 bus.publish(Topic.DATA_VALIDATED, row, key=row.record_id,
                             ce_id=f"{dataset}/{row.record_id}",
                             trace_id=by_id[(dataset, row.record_id)].envelope.trace_id)
-                for dataset, rows in outcome.accepted.items() for row in rows))
+                for dataset, rows in outcome.accepted.items() for row in rows), *(
+                _forward_label(bus, row, by_id[(dataset, row.record_id)].envelope.trace_id)
+                for dataset, rows in outcome.accepted.items() for row in rows
+                if row.prediction_id is not None))
             try:
                 ingestor.store_accepted(outcome, now)
             except OSError as exc:  # disk full or unwritable: retry the batch, never drop it
@@ -62,6 +65,20 @@ def labeled_handler(bus: Bus, ingestor: Ingestor) -> BatchHandler:
                 for index, exc in outcome.rejected.items()]
 
     return handle
+
+
+def _forward_label(bus: Bus, row: RecordValidated, trace_id: str) -> Awaitable[None]:
+    """A whole record that names its prediction also goes to the feedback topic, keyed by
+    the prediction id: there it meets its prediction in the partition monitoring's worker
+    for that model owns (data.validated is keyed by record id). `stored`: monitoring scores
+    it and does not complete it again."""
+    assert row.prediction_id is not None
+    return bus.publish(Topic.FEEDBACK,
+                       Feedback(prediction_id=row.prediction_id, label=row.label,
+                                at=row.ingested_at, source=Topic.DATA_LABELED.value,
+                                stored=True),
+                       key=row.prediction_id, ce_id=f"validated/{row.dataset}/{row.record_id}",
+                       trace_id=trace_id)
 
 
 def _forward_feedback(bus: Bus, delivery: Delivery, now: datetime) -> Awaitable[None]:

@@ -9,7 +9,12 @@ from fastapi import FastAPI
 from contracts.events import AlertRaised
 from contracts.http import LiveView
 from contracts.topics import Topic
-from services.monitoring.consumers import load_champions, monitor_handler
+from services.monitoring.consumers import (
+    MonitorWorker,
+    Rebalance,
+    load_champions,
+    monitor_handler,
+)
 from services.monitoring.handlers import Monitor
 from services.monitoring.settings import MonitoringSettings
 from shared.changelog import Changelog
@@ -26,31 +31,33 @@ CHANGELOG_TOPIC = "monitoring.state"
 def create_app(settings: MonitoringSettings) -> FastAPI:
     monitor = Monitor(load_project(settings.config),
                       max_pending_predictions=settings.max_pending_predictions,
-                      max_pending_labels=settings.max_pending_labels)
+                      max_pending_labels=settings.max_pending_labels,
+                      partitions=settings.kafka_partitions)
     registry = settings.verifier("registry")  # a public key: decisions are checked, not made
     secret = settings.state_secret()
 
+    workers: list[MonitorWorker] = []
+
+    def owned() -> set[int]:
+        """The input partitions this worker holds the state of."""
+        return workers[0].owned if workers else set()
+
     async def on_start(runtime: Runtime) -> None:
-        changelog = Changelog(runtime.bus, CHANGELOG_TOPIC, secret)
+        changelog = Changelog(runtime.bus, CHANGELOG_TOPIC, secret, settings.kafka_partitions)
         worker = monitor_handler(runtime.bus, monitor, registry, changelog,
                                  settings.checkpoint_seconds)
+        workers.append(worker)
+        # Feedback comes on the feedback topic alone (ingestion forwards the labels of whole
+        # records there): every input of a model then shares one partition number.
         consumer = Consumer(runtime.bus, settings.group_id,
-                            [Topic.PREDICTIONS, Topic.FEEDBACK, Topic.DATA_VALIDATED,
-                             Topic.MODELS_LIFECYCLE],
+                            [Topic.PREDICTIONS, Topic.FEEDBACK, Topic.MODELS_LIFECYCLE],
                             worker, max_records=1000, stateful=True,
-                            committable=worker.committable)
-        restored = asyncio.Event()
-
-        async def run(stopping: asyncio.Event) -> None:
-            if not restored.is_set():  # once per process; a consumer reset keeps the state
-                await worker.restore()
-                restored.set()
-            await consumer.run(stopping)
-
-        runtime.spawn("monitor", run)
+                            committable=worker.committable, listener=Rebalance(worker),
+                            aligned=True)
+        runtime.spawn("monitor", consumer.run)
 
         async def bootstrap(stopping: asyncio.Event) -> None:
-            await restored.wait()  # a restored watch already knows its champion
+            await worker.ready.wait()  # a restored watch already knows its champion
             await load_champions(monitor, settings.registry_url, stopping)
 
         runtime.spawn("load-champions", bootstrap)
@@ -87,6 +94,10 @@ def create_app(settings: MonitoringSettings) -> FastAPI:
         return {name: {"version": w.concept.version, "labeled": w.concept.samples,
                        "error_rate": w.concept.error_rate, "firing": sorted(w.firing),
                        "retrain_in_flight": w.retrain_in_flight}
-                for name, w in monitor.watches.items()} | {"pending_joins": monitor.join.pending()}
+                for name, w in monitor.watches.items()} | {
+                    "pending_joins": monitor.join.pending(),
+                    "partitions": sorted(owned()),
+                    "models_owned": sorted(m for m in monitor.watches
+                                           if monitor.partition_of(m) in owned())}
 
     return app

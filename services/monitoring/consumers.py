@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from contracts.events import (
     AlertRaised,
@@ -17,6 +17,7 @@ from contracts.events import (
     PredictionMade,
     RecordRejected,
     RecordValidated,
+    TrainingRequested,
 )
 from contracts.topics import Topic
 from services.monitoring import state
@@ -68,15 +69,20 @@ class MonitorWorker:
     lifecycle decision the registry did not sign, or about an undeclared model, is never fed
     but dead-lettered with the reason. Run it with `stateful=True`.
 
-    With a `changelog` the state survives the process (`shared/changelog.py`): every
-    `checkpoint_seconds`, and before any alert or retrain request is published, the state
-    that changed is written with the input offsets it reflects, and the consumer commits
-    only those offsets (`committable`). A restarted worker restores the last checkpoint and
-    skips what it already reflects, so each input is fed exactly once to the state that
-    survives. Completed feedback records and dead letters are published before the
-    checkpoint that covers their input (a replay makes the same ones again, under the same
-    ids); alerts and retrain requests, whose ids are drawn at random, are written in the
-    checkpoint first (its outbox) and published after, so a worker killed in between
+    With a `changelog` the state survives the process (`shared/changelog.py`) and the
+    workers of one group split it by partition: everything about a model — its predictions
+    and their feedback (serving names each prediction on its model's partition), its
+    registry decisions (keyed by its name) — arrives on one partition number, and that
+    partition's state is checkpointed to the same partition of the changelog. On assignment
+    a worker restores its partitions; on revocation it checkpoints and forgets them.
+    Every `checkpoint_seconds`, and before any alert or retrain request is published, the
+    state that changed is written with the input offsets it reflects, and the consumer
+    commits only those offsets (`committable`). A worker that takes a partition over skips
+    what the restored state already reflects, so each input is fed exactly once to the
+    state that survives. Completed feedback records and dead letters are published before
+    the checkpoint that covers their input (a replay makes the same ones again, under the
+    same ids); alerts and retrain requests, whose ids are drawn at random, are written in
+    the checkpoint first (its outbox) and published after, so a worker killed in between
     publishes the very same events again at restart and never a second decision.
     """
 
@@ -94,29 +100,57 @@ class MonitorWorker:
         """Input position fed, as "topic/partition" → next offset."""
         self.durable: dict[str, int] = {}
         """Input position the last checkpoint reflects: what may be committed."""
+        self.owned: set[int] = set()
+        """Partition numbers this worker holds the state of."""
+        self.ready = asyncio.Event()
+        """Set once the first assignment's state is restored."""
+        self._lock = asyncio.Lock()
         self._fed: set[tuple[str, int, int, int]] = set()
         self._rejected: list[Rejection] = []
         self._epoch = bus.epoch if changelog is not None else 0
         self._everything = False
-        self._outbox_written = False
+        self._outboxes: set[int] = set()
         self._last_checkpoint = clock()
 
     async def restore(self) -> None:
-        """Take up the last checkpoint, and publish what its outbox still holds."""
-        if self.changelog is None:
-            return
-        restored = await self.changelog.restore()
-        self.monitor.restore(restored.state)
-        self.applied, self.durable = dict(restored.offsets), dict(restored.offsets)
-        self._everything = bool(restored.torn)  # write again what a torn checkpoint left
-        outbox = restored.state.get(state.OUTBOX)
-        if outbox is not None:
-            self._outbox_written = True
-            self.pending = state.load(outbox)
-            logger.info("publishing %d decisions the last worker checkpointed",
-                        len(self.pending))
-            await self._publish(self.pending)
-        await self.checkpoint()
+        """Take up every partition (one worker alone: the bench, a test)."""
+        await self.assigned(set(range(self.monitor.partitions)))
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """Restore the state of newly assigned `partitions`, and publish what their outboxes
+        still hold."""
+        async with self._lock:
+            new = partitions - self.owned
+            self.owned |= partitions
+            if self.changelog is not None and new:
+                restored = await self.changelog.restore(new)
+                self.monitor.restore(restored.state)
+                self.applied.update(restored.offsets)
+                self.durable.update(restored.offsets)
+                self._everything = self._everything or bool(restored.torn)
+                for partition in new:
+                    outbox = restored.state.get(state.OUTBOX + str(partition).encode())
+                    if outbox is not None:
+                        self._outboxes.add(partition)
+                        self.pending += state.load(outbox)
+                if self.pending:
+                    logger.info("publishing %d decisions the last owner of partitions %s "
+                                "checkpointed", len(self.pending), sorted(new))
+                    await self._publish(self.pending)
+                await self._checkpoint()
+            self.ready.set()
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """Checkpoint, then forget `partitions`: their next owner restores them."""
+        async with self._lock:
+            if self.changelog is not None:
+                await self._checkpoint()
+            gone = partitions & self.owned
+            self.owned -= gone
+            self.monitor.forget(gone)
+            for where in [w for w in self.applied if _partition(w) in gone]:
+                self.applied.pop(where, None)
+                self.durable.pop(where, None)
 
     def committable(self) -> dict[TopicPartition, int]:
         """The offsets the consumer may commit: those the last checkpoint reflects."""
@@ -127,6 +161,10 @@ class MonitorWorker:
         return positions
 
     async def __call__(self, batch: list[Delivery]) -> list[Rejection]:
+        async with self._lock:
+            return await self._handle(batch)
+
+    async def _handle(self, batch: list[Delivery]) -> list[Rejection]:
         if self.changelog is not None and self.bus.epoch != self._epoch:
             # the broker lost its topics (and this log): start it again
             self._epoch = self.bus.epoch
@@ -158,24 +196,40 @@ class MonitorWorker:
         await self._publish(bulk)
         self.pending = decisions
         if decisions or self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
-            await self.checkpoint()
+            await self._checkpoint()
         if decisions:
             await self._publish(self.pending)
-            await self.checkpoint()  # the outbox is delivered
+            await self._checkpoint()  # the outbox is delivered
         return []
 
     async def checkpoint(self) -> None:
-        """Write what changed, the outbox, and the input position they reflect."""
+        """Write what changed, the outboxes, and the input position they reflect."""
+        async with self._lock:
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
         if self.changelog is None:
             return
-        changes = self.monitor.changes(everything=self._everything)
-        if self.pending:
-            changes[state.OUTBOX] = state.dump(self.pending)
-            self._outbox_written = True
-        elif self._outbox_written:
-            changes[state.OUTBOX] = None
-            self._outbox_written = False
-        await self.changelog.checkpoint(changes, self.applied)
+        by_partition: dict[int, dict[bytes, bytes | None]] = {p: {} for p in self.owned}
+        for key, value in self.monitor.changes(everything=self._everything).items():
+            partition = self.monitor.partition_of(key.split(b"/", 1)[1].decode())
+            if partition in by_partition:  # a model of another worker's, touched at start
+                by_partition[partition][key] = value
+        outboxes: dict[int, list[tuple[Action, str]]] = {}
+        for action, trace in self.pending:
+            if isinstance(action, AlertRaised | TrainingRequested):  # decisions only
+                outboxes.setdefault(self.monitor.partition_of(action.model), []).append(
+                    (action, trace))
+        for partition, changes in by_partition.items():
+            key = state.OUTBOX + str(partition).encode()
+            if partition in outboxes:
+                changes[key] = state.dump(outboxes[partition])
+                self._outboxes.add(partition)
+            elif partition in self._outboxes:
+                changes[key] = None
+                self._outboxes.discard(partition)
+            offsets = {w: o for w, o in self.applied.items() if _partition(w) == partition}
+            await self.changelog.checkpoint(changes, offsets, partition)
         self._everything = False
         self.durable = dict(self.applied)
         self._last_checkpoint = self.clock()
@@ -204,6 +258,24 @@ class MonitorWorker:
                 for refusal in await self.bus.publish_many([outgoing(*item) for item in group]):
                     logger.error("dropped a decision the broker refuses: %s", refusal)
             del items[:len(group)]
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hands a worker the partitions it gains and loses (numbers: every input topic has the
+    same count, and the range assignor gives a member the same numbers of each)."""
+
+    def __init__(self, worker: MonitorWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.worker.revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.worker.assigned({tp.partition for tp in assigned})
+
+
+def _partition(where: str) -> int:
+    return int(where.rpartition("/")[2])
 
 
 def _where(delivery: Delivery) -> str:

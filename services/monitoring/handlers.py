@@ -39,6 +39,7 @@ from services.monitoring.live import LiveMetrics
 from services.monitoring.metrics import FEEDBACK, SWAP_LATENCY_SAMPLES, SWAP_LATENCY_SECONDS
 from services.monitoring.watch import ModelWatch
 from shared.errors import InvalidInput
+from shared.partitioning import key_index
 from shared.project import Project
 from shared.records import check_number, check_value, describe
 
@@ -63,29 +64,38 @@ class Monitor:
 
     def __init__(self, project: Project, clock: Callable[[], float] = time.time, *,
                  max_pending_predictions: int = 100_000,
-                 max_pending_labels: int = 100_000) -> None:
+                 max_pending_labels: int = 100_000, partitions: int = 1) -> None:
         self.project = project
         self.clock = clock
-        self.watches = {name: ModelWatch(name, spec,
-                                         ConceptWatch(spec.monitor.concept, spec.task),
-                                         DataDriftWatch(spec.monitor.data),
-                                         LiveMetrics(name, spec.task, spec.monitor.live,
-                                                     spec.monitor.data.features))
-                        for name, spec in project.models.items()}
+        self.partitions = partitions
+        """Partitions of the inputs: a model's state lives on its name's partition."""
+        self.watches = {name: self._new_watch(name) for name in project.models}
         # The project says how many predictions its models need to keep waiting; the
         # service's setting caps what this process may hold, whatever the project says.
         wanted = max((s.monitor.max_pending_predictions for s in project.models.values()),
                      default=1)
         ttl = max((s.monitor.label_ttl_seconds for s in project.models.values()), default=1.0)
         self.join = LabelJoin(min(wanted, max_pending_predictions), ttl, clock,
-                              max_labels=max_pending_labels)
+                              max_labels=max_pending_labels, partitions=partitions)
         self.alerts: list[AlertRaised] = []
         self.touched: set[str] = set()
         """Models fed since the last checkpoint took them (their watch must be written)."""
-        self.alerts_changed = False
+        self.alerted: set[str] = set()
+        """Models with alerts since the last checkpoint (their alert list must be written)."""
         self._durable_joins: set[str] = set()
 
+    def _new_watch(self, name: str) -> ModelWatch:
+        spec = self.project.models[name]
+        return ModelWatch(name, spec, ConceptWatch(spec.monitor.concept, spec.task),
+                          DataDriftWatch(spec.monitor.data),
+                          LiveMetrics(name, spec.task, spec.monitor.live,
+                                      spec.monitor.data.features))
+
     # -- durable state --------------------------------------------------------------------
+
+    def partition_of(self, key: str) -> int:
+        """Where a model's (by name) or a prediction's (by id) state is kept."""
+        return key_index(key, self.partitions)
 
     def changes(self, everything: bool = False) -> dict[bytes, bytes | None]:
         """The changelog records of what changed since the last call (`everything`: the whole
@@ -95,26 +105,43 @@ class Monitor:
             keys |= set(self.join.predictions.items) | set(self.join.labels.items)
             keys |= self._durable_joins
             self.touched |= set(self.watches)
-            self.alerts_changed = True
+            self.alerted |= set(self.watches)
         records = state.join_changes(self.join, keys, self._durable_joins)
         for name in sorted(self.touched):
             records[state.MODEL + name.encode()] = state.watch_state(self.watches[name])
         self.touched.clear()
-        if self.alerts_changed:
-            records[state.ALERTS] = state.dump(self.alerts)
-            self.alerts_changed = False
+        for name in sorted(self.alerted):
+            records[state.ALERTS + name.encode()] = state.dump(
+                [a for a in self.alerts if a.model == name])
+        self.alerted.clear()
         return records
 
     def restore(self, saved: Mapping[bytes, bytes]) -> None:
-        """Take up the state a checkpoint left (at start, before anything is fed)."""
-        self._durable_joins = state.restore_join(self.join, saved)
+        """Take up the state a checkpoint left (before its partitions are fed)."""
+        self._durable_joins |= state.restore_join(self.join, saved)
+        restored: list[AlertRaised] = []
         for name, watch in self.watches.items():
             data = saved.get(state.MODEL + name.encode())
             if data is not None and not state.restore_watch(watch, data):
                 logger.warning("the monitor section of %s changed since the last checkpoint: "
                                "its detectors start afresh", name)
-        if state.ALERTS in saved:
-            self.alerts = state.load(saved[state.ALERTS])
+            alerts = saved.get(state.ALERTS + name.encode())
+            if alerts is not None:
+                restored += state.load(alerts)
+        if restored:
+            self.alerts = sorted(self.alerts + restored, key=lambda a: a.at)[-1000:]
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what lives on `partitions` (another worker owns them now): their join
+        entries, and their models' watches start afresh here."""
+        self.join.forget(lambda key: self.partition_of(key) in partitions)
+        self._durable_joins = {k for k in self._durable_joins
+                               if self.partition_of(k) not in partitions}
+        for name in self.watches:
+            if self.partition_of(name) in partitions:
+                self.watches[name] = self._new_watch(name)
+                self.touched.discard(name)
+                self.alerted.discard(name)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -200,8 +227,10 @@ class Monitor:
         return self._label(record.prediction_id, label)
 
     def on_feedback(self, event: Feedback) -> list[Action]:
-        """A label known by its prediction id alone."""
-        return self._label(event.prediction_id, LabeledPair(event.label, event.at, event))
+        """A label known by its prediction id: alone (then completed into a record for the
+        dataset), or forwarded by ingestion from a whole record already `stored`."""
+        return self._label(event.prediction_id,
+                           LabeledPair(event.label, event.at, None if event.stored else event))
 
     def _label(self, prediction_id: str, label: LabeledPair) -> list[Action]:
         prediction = self.join.label(prediction_id, label)
@@ -389,7 +418,7 @@ class Monitor:
         return actions
 
     def _remember(self, alert: AlertRaised) -> AlertRaised:
-        self.alerts_changed = True
+        self.alerted.add(alert.model)
         self.alerts.append(alert)
         del self.alerts[:-1000]
         logger.warning("alert %s %s: %s", alert.status.value, alert.kind, alert.summary,

@@ -26,6 +26,7 @@ import orjson
 from contracts.base import FeatureValue
 from contracts.events import Feedback
 from services.monitoring.metrics import JOIN_DROPPED
+from shared.partitioning import id_on_partition, key_index
 
 T = TypeVar("T")
 
@@ -68,11 +69,13 @@ def compact_json(features: Mapping[str, FeatureValue]) -> bytes:
     return memoryview(orjson.dumps(features)).tobytes()
 
 
-def join_key(prediction_id: str) -> str:
-    """The id as kept in memory: itself, or its digest when longer than `MAX_KEY_CHARS`."""
+def join_key(prediction_id: str, partitions: int = 1) -> str:
+    """The id as kept in memory: itself, or its digest when longer than `MAX_KEY_CHARS`,
+    suffixed to land on the id's own partition (where its state is checkpointed)."""
     if len(prediction_id) <= MAX_KEY_CHARS:
         return prediction_id
-    return "sha256:" + hashlib.sha256(prediction_id.encode("utf-8", "replace")).hexdigest()
+    digest = "sha256:" + hashlib.sha256(prediction_id.encode("utf-8", "replace")).hexdigest()
+    return id_on_partition(digest, key_index(prediction_id, partitions), partitions)
 
 
 class _Waiting(Generic[T]):
@@ -134,7 +137,8 @@ class LabelJoin:
 
     def __init__(self, max_predictions: int, ttl_seconds: float,
                  clock: Callable[[], float] = time.time,
-                 max_labels: int | None = None) -> None:
+                 max_labels: int | None = None, partitions: int = 1) -> None:
+        self.partitions = partitions
         self.changed: set[str] = set()
         """Keys whose entry changed since `take_changed` was last called."""
         self.predictions: _Waiting[Predicted] = _Waiting("prediction", max_predictions,
@@ -145,7 +149,7 @@ class LabelJoin:
 
     def prediction(self, prediction_id: str, made: Predicted) -> LabeledPair | None:
         """The label already waiting for this prediction, or None (the prediction waits)."""
-        key = join_key(prediction_id)
+        key = join_key(prediction_id, self.partitions)
         label = self.labels.pop(key)
         if label is None:
             self.predictions.add(key, made)
@@ -153,7 +157,7 @@ class LabelJoin:
 
     def label(self, prediction_id: str, label: LabeledPair) -> Predicted | None:
         """The prediction this label belongs to, or None (the label waits)."""
-        key = join_key(prediction_id)
+        key = join_key(prediction_id, self.partitions)
         made = self.predictions.pop(key)
         if made is None:
             self.labels.add(key, label)
@@ -164,6 +168,14 @@ class LabelJoin:
         changed = set(self.changed)
         self.changed.clear()
         return changed
+
+    def forget(self, dropped: Callable[[str], bool]) -> None:
+        """Drop the entries whose key `dropped` names, as if never seen (another worker owns
+        them now: nothing is counted or written)."""
+        for waiting in (self.predictions, self.labels):
+            for key in [k for k in waiting.items if dropped(k)]:
+                del waiting.items[key]
+                self.changed.discard(key)
 
     def pending(self) -> int:
         return len(self.predictions.items) + len(self.labels.items)

@@ -5,8 +5,11 @@ Keys:
   waiting for its prediction, with when it started waiting;
 - `model/<name>`: one model's watch — its River detector and error history, data-drift
   windows, live windows, firing alerts, the retrain in flight and the policy counters;
-- `alerts`: the recent alerts `GET /v1/alerts` lists;
-- `outbox`: alerts and retrain requests decided but perhaps not yet published.
+- `alerts/<name>`: the model's recent alerts, which `GET /v1/alerts` lists;
+- `outbox/<partition>`: alerts and retrain requests decided but perhaps not yet published.
+
+Each key is written to the changelog partition of its model (by name) or prediction (by id):
+the worker that owns an input partition owns exactly that state.
 
 Values are pickles (a River detector has no other faithful form); the changelog only loads
 those that carry monitoring's own tag. The join is written as it changes (only the keys
@@ -26,8 +29,8 @@ from services.monitoring.watch import ModelWatch
 
 JOIN = b"join/"
 MODEL = b"model/"
-ALERTS = b"alerts"
-OUTBOX = b"outbox"
+ALERTS = b"alerts/"
+OUTBOX = b"outbox/"
 
 WATCH_FIELDS = ("concept", "data", "firing", "data_firing", "expected_error",
                 "retrain_in_flight", "last_retrain_at", "predicted", "labeled",

@@ -53,7 +53,8 @@ def create_app(settings: ServingSettings) -> FastAPI:
     app, runtime = build_app("serving", settings, on_start, on_stop, "driftloop serving")
     outbox = prediction_outbox(settings, runtime.bus)
     predictor = Predictor(project, models, deliver_to(outbox, settings),
-                          settings.max_batch_instances, settings.inline_body_bytes)
+                          settings.max_batch_instances, settings.inline_body_bytes,
+                          settings.kafka_partitions)
     app.include_router(build_router(predictor, runtime.auth))
     app.include_router(feedback_router(runtime.bus, project, runtime.auth))
     return app

@@ -18,6 +18,7 @@ import orjson
 
 from services.serving.models import LoadedModel, ModelManager
 from shared.errors import InvalidFeatures
+from shared.partitioning import id_on_partition, key_index
 from shared.project import Project
 from shared.records import check_features, describe
 
@@ -50,8 +51,11 @@ class Predictor:
     """Answers predictions with the current champion; `deliver` publishes their events."""
 
     def __init__(self, project: Project, models: ModelManager, deliver: Deliver,
-                 max_instances: int = 1_000, inline_body_bytes: int = 16_384) -> None:
+                 max_instances: int = 1_000, inline_body_bytes: int = 16_384,
+                 partitions: int = 3) -> None:
         self.project = project
+        self.partitions = partitions
+        """Partitions of the predictions topic: each prediction id lands on its model's."""
         self.models = models
         self.deliver = deliver
         self.max_instances = max_instances
@@ -78,6 +82,7 @@ class Predictor:
         served = self.models.get(model)
         estimator = served.estimator
         classifier = spec.task == "classification"
+        home = key_index(model, self.partitions)
         at = datetime.now(UTC)
         items: list[dict[str, Any]] = []
         events: list[Event] = []
@@ -91,7 +96,7 @@ class Predictor:
             else:
                 prediction = _plain(estimator.predict_one(features))
             elapsed = time.perf_counter() - started
-            prediction_id = uuid.uuid4().hex
+            prediction_id = id_on_partition(uuid.uuid4().hex, home, self.partitions)
             events.append((prediction_id, orjson.dumps({
                 "prediction_id": prediction_id, "model": model, "version": served.version,
                 "features": features, "prediction": prediction, "probabilities": probabilities,

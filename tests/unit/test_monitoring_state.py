@@ -148,11 +148,13 @@ class MemoryChangelog:
     async def ensure_topic(self) -> None:
         return None
 
-    async def restore(self) -> Restored:
+    async def restore(self, partitions: set[int]) -> Restored:
+        assert partitions == {0}
         return fold(self.records, SECRET)
 
     async def checkpoint(self, changes: dict[bytes, bytes | None],
-                         offsets: dict[str, int]) -> None:
+                         offsets: dict[str, int], partition: int) -> None:
+        assert partition == 0
         self.records += [(k, None if v is None else seal(SECRET, k, v))
                          for k, v in changes.items()]
         marker = orjson.dumps({"offsets": offsets})

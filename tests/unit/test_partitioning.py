@@ -8,8 +8,9 @@ import uuid
 import pytest
 
 import shared.bus as bus_module
+from services.monitoring.join import join_key
 from shared.bus import Bus
-from shared.partitioning import key_partitioner, partition_index
+from shared.partitioning import id_on_partition, key_index, key_partitioner, partition_index
 from shared.settings import CommonSettings
 from tests.unit.test_outbox import FakeProducer, settle, started
 
@@ -50,3 +51,22 @@ async def test_the_bus_producer_uses_it(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(bus, "ensure_topics", no_topics)
     await bus.start()
     assert captured["partitioner"] is key_partitioner
+
+
+@pytest.mark.parametrize("count", [1, 3, 12])
+def test_serving_names_each_prediction_on_its_models_partition(count: int) -> None:
+    """A prediction and its feedback (keyed by the id) land where the model's decisions
+    (keyed by its name) do: one monitoring worker owns the whole model."""
+    for model in ("loans-tree", "loans-logistic", "houses"):
+        home = key_index(model, count)
+        ids = {id_on_partition(uuid.uuid4().hex, home, count) for _ in range(200)}
+        assert len(ids) == 200 and {key_index(i, count) for i in ids} == {home}
+
+
+def test_a_long_id_is_kept_on_its_own_partition() -> None:
+    """The join keeps a digest of an id over 64 characters; the digest is checkpointed on the
+    partition the id itself arrived on."""
+    long_id = "p" * 500
+    key = join_key(long_id, 3)
+    assert key.startswith("sha256:") and len(key) < 80
+    assert key_index(key, 3) == key_index(long_id, 3)
