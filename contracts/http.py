@@ -295,3 +295,63 @@ class LiveView(Contract):
     model: str = Field(description="Model name.", examples=["loans-tree"])
     window_seconds: int = Field(description="Window size.", examples=[60])
     windows: list[LiveWindowView] = Field(description="Kept windows, oldest first.")
+
+
+# -- the Open Inference Protocol (V2), as KServe, Triton and MLServer speak it -------------
+
+
+class V2Tensor(Contract):
+    """One input or output tensor of a V2 inference call, its data flattened row-major."""
+
+    name: str = Field(max_length=MAX_NAME, examples=["age"])
+    shape: list[int] = Field(min_length=1, max_length=2, examples=[[2, 1]])
+    datatype: str = Field(description="BOOL, INT64, FP64 or BYTES (FP32, INT8–INT32 and "
+                          "UINT8–UINT64 are read as numbers too).", examples=["INT64"])
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(max_length=10_000, examples=[[41, 57]])
+
+
+class V2RequestedOutput(Contract):
+    name: str = Field(max_length=MAX_NAME, examples=["prediction"])
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(Contract):
+    """Body of POST /v2/models/{model}/infer: one input tensor per feature of the model's
+    dataset (a named column each, as MLServer's pandas codec reads them), one row per
+    instance."""
+
+    id: str | None = Field(default=None, max_length=MAX_PREDICTION_ID)
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor] = Field(min_length=1, max_length=1_000)
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2InferResponse(Contract):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2Tensor]
+
+
+class V2TensorMetadata(Contract):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(Contract):
+    """GET /v2/models/{model}: the inputs a model takes (one per feature) and its outputs."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2ServerMetadata(Contract):
+    name: str
+    version: str
+    extensions: list[str]

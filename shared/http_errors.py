@@ -116,6 +116,15 @@ def error_response(status: int, error: str, detail: str,
     return json_response(error_body(error, detail, fields), status, headers)
 
 
+def _error_word(request: Request, exc: Exception, detail: str) -> str:
+    """The body's `error`: the error's name, except on the V2 inference protocol, whose
+    clients show only `error` (its spec: `{"error": "<message>"}`), so there it is the
+    message itself."""
+    if request.url.path.startswith("/v2/") and detail:
+        return cut(detail)
+    return type(exc).__name__
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map driftloop errors, request validation errors and Starlette's HTTP errors (unknown
     path, method not allowed, the body cap) to ErrorDetail bodies; a client that left
@@ -125,9 +134,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, DriftloopError)
         fields = exc.errors if isinstance(exc, InvalidInput) else None
         if fields and len(fields) > MAX_ERROR_FIELDS:  # do not build a message of all of them
-            response = error_response(status_for(exc), type(exc).__name__, "", fields)
+            detail = ""
         else:
-            response = error_response(status_for(exc), type(exc).__name__, str(exc), fields)
+            detail = str(exc)
+        response = error_response(status_for(exc), _error_word(request, exc, detail), detail,
+                                  fields)
         if isinstance(exc, Unauthenticated):  # RFC 6750: say which scheme would do
             response.headers["WWW-Authenticate"] = 'Bearer realm="driftloop"'
         return response

@@ -15,6 +15,7 @@ from services.serving.models import ModelManager
 from services.serving.publishing import deliver_to, prediction_outbox
 from services.serving.routes import build_router
 from services.serving.settings import ServingSettings
+from services.serving.v2 import build_v2_router
 from shared.artifacts import ArtifactStore
 from shared.consumer import Consumer, per_event
 from shared.project import load_project
@@ -56,5 +57,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
                           settings.max_batch_instances, settings.inline_body_bytes,
                           settings.kafka_partitions)
     app.include_router(build_router(predictor, runtime.auth))
+    app.include_router(build_v2_router(predictor, runtime.auth,
+                                       lambda: runtime.is_ready()[0]))
     app.include_router(feedback_router(runtime.bus, project, runtime.auth))
     return app
