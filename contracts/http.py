@@ -130,6 +130,14 @@ class ModelSchema(Contract):
                                     examples=[_FEATURES])
 
 
+class KServePredictResponse(Contract):
+    """Answer of KServe's v1 `POST /v1/models/{model}:predict`."""
+
+    predictions: list[FeatureValue | None] = Field(examples=[[1, 0]])
+    prediction_ids: list[str] = Field(description="Each answer's id, which feedback names.",
+                                      examples=[["pred-7f3a", "pred-7f3b"]])
+
+
 class ErrorDetail(Contract):
     """Every 4xx/5xx body: what went wrong, and per field where it applies. Bounded whatever the
     input: a few problems, each cut short, so a huge request never gets a huge answer."""

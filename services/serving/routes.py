@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from contracts.http import (
     BatchPredictRequest,
     BatchPredictResponse,
+    KServePredictResponse,
     ModelSchema,
     PredictRequest,
     PredictResponse,
@@ -111,6 +112,34 @@ def build_router(predictor: Predictor, auth: Authenticator | None = None) -> API
             return json_response({"model": model, "version": version,
                                   "predictions": answer.items})
         return json_response({"model": model, "version": version, **answer.items[0]})
+
+    @router.post("/models/{model}:predict", response_model=KServePredictResponse,
+                 dependencies=auth.predict, responses=error_responses(401, 403, 404, 409, 413,
+                                                                      422, 503),
+                 openapi_extra={"requestBody": {"content": {"application/json": {
+                     "schema": BatchPredictRequest.model_json_schema()}}, "required": True}})
+    async def kserve_predict(model: str, request: Request) -> Response:
+        """KServe's v1 protocol: `{"instances": [...]}` → `{"predictions": [...]}` (and
+        each answer's `prediction_ids`, which feedback names), published like /predict."""
+        body = await request.body()
+        try:
+            batch = BatchPredictRequest.model_validate_json(body)
+        except ValidationError as exc:
+            problems = field_errors(exc)
+            raise InvalidFeatures(detail=describe(problems), errors=problems) from None
+        paths = [f"instances.{i}" for i in range(len(batch.instances))]
+        if len(body) > predictor.inline_body_bytes:
+            answer = await asyncio.to_thread(predictor.predict, model, batch.instances, paths)
+        else:
+            answer = predictor.predict(model, batch.instances, paths)
+        try:
+            await predictor.deliver(answer.events)
+        except OutboxFull as exc:
+            refused = error_response(503, type(exc).__name__, str(exc))
+            refused.headers["Retry-After"] = "1"
+            return refused
+        return json_response({"predictions": [i["prediction"] for i in answer.items],
+                              "prediction_ids": [i["prediction_id"] for i in answer.items]})
 
     @router.get("/models/{model}", response_model=ModelSchema, dependencies=auth.reads,
                 responses=error_responses(*((401, 403) if auth.reads else ()), 404, 422))

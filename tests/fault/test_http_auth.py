@@ -41,6 +41,9 @@ KNOWN = {("registry", "/v1/models/{model}/promote"), ("registry", "/v1/models/{m
 PREDICT = "/v1/models/{model}/predict"
 FEEDBACK = "/v1/feedback"
 """Open by the same setting as predict (DRIFTLOOP_AUTH_OPEN_PREDICT): an answer's label."""
+INFERENCE = (PREDICT, FEEDBACK, "/v1/models/{model}:predict", "/v2/models/{model}/infer",
+             "/v2/models/{model}/versions/{version}/infer")
+"""Answers (the V2 and KServe v1 protocols too) and labels: open by that setting."""
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -61,7 +64,7 @@ def mutating_endpoints(platform: Platform) -> set[tuple[str, str]]:
         spec = httpx.get(f"{platform.url(service)}/openapi.json", timeout=10).json()
         found |= {(service, path) for path, item in spec["paths"].items()
                   for method in item if method in ("post", "put", "patch", "delete")
-                  and path not in (PREDICT, FEEDBACK)}
+                  and path not in INFERENCE}
     return found
 
 

@@ -44,7 +44,8 @@ PREDICT = "/v1/models/{model}/predict"
 FEEDBACK = "/v1/feedback"
 V2_INFER = "/v2/models/{model}/infer"
 V2_INFER_VERSION = "/v2/models/{model}/versions/{version}/infer"
-INFERENCE = (PREDICT, FEEDBACK, V2_INFER, V2_INFER_VERSION)
+KSERVE_PREDICT = "/v1/models/{model}:predict"
+INFERENCE = (PREDICT, FEEDBACK, V2_INFER, V2_INFER_VERSION, KSERVE_PREDICT)
 """Open by setting (DRIFTLOOP_AUTH_OPEN_PREDICT): an answer, and the label of an answer."""
 # The state-changing endpoints of the platform, and what each needs. A new one fails
 # test_the_mutating_routes_are_the_known_ones until it is added here (and guarded).
@@ -57,6 +58,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/v1/models/{model}/train": {"last": 100},
     PREDICT: {"features": {}},
     FEEDBACK: {"prediction_id": "p-1", "label": 1},
+    KSERVE_PREDICT: {"instances": [{}]},
     V2_INFER: {"inputs": [{"name": "age", "shape": [1], "datatype": "INT64", "data": [40]}]},
     V2_INFER_VERSION: {"inputs": [{"name": "age", "shape": [1], "datatype": "INT64",
                                    "data": [40]}]},

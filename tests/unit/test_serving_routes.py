@@ -372,3 +372,20 @@ async def test_a_registry_answer_never_overwrites_a_newer_lifecycle_swap(
     assert manager.get(MODEL).version == 2
     assert await manager.load(MODEL, 3, ref_v2, unless_swapped_since=manager.swaps(MODEL))
     assert manager.get(MODEL).version == 3
+
+
+async def test_kserve_v1_predict_answers_and_publishes_each_instance(
+        client: httpx.AsyncClient, model_v1: tree.HoeffdingTreeClassifier,
+        emitted: list[PredictionMade]) -> None:
+    """KServe's v1 protocol (`:predict`, `instances` → `predictions`), beside /predict."""
+    answer = await client.post(f"/v1/models/{MODEL}:predict", json={"instances": INSTANCES})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["predictions"] == [expected(model_v1, x)[0] for x in INSTANCES]
+    assert body["prediction_ids"] == [e.prediction_id for e in emitted]
+    assert len(set(body["prediction_ids"])) == len(INSTANCES)
+    bad = await client.post(f"/v1/models/{MODEL}:predict",
+                            json={"instances": [dict(INSTANCES[0], age=400)]})
+    assert bad.status_code == 422 and fields_of(bad) == ["instances.0.age"]
+    missing = await client.post("/v1/models/nope:predict", json={"instances": INSTANCES})
+    assert missing.status_code == 404
