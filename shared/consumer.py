@@ -198,7 +198,7 @@ class Consumer:
                     if self.group_id is None:
                         continue
                     if self.committable is None:
-                        await self._commit(consumer, tp, records[-1].offset + 1)
+                        await self._commit(consumer, {tp: records[-1].offset + 1})
                     else:
                         await self._commit_checkpointed(consumer)
         finally:
@@ -207,18 +207,20 @@ class Consumer:
     async def _commit_checkpointed(self, consumer: AIOKafkaConsumer) -> None:
         assert self.committable is not None
         assigned = consumer.assignment()
-        for tp, offset in self.committable().items():
-            if tp in assigned and self._committed.get(tp) != offset:
-                await self._commit(consumer, tp, offset)
-                self._committed[tp] = offset
+        moved = {tp: offset for tp, offset in self.committable().items()
+                 if tp in assigned and self._committed.get(tp) != offset}
+        if moved:  # one request for every partition a checkpoint moved
+            await self._commit(consumer, moved)
+            self._committed.update(moved)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer,
+                      offsets: dict[TopicPartition, int]) -> None:
         # aiokafka retries a commit to a partition the broker no longer knows forever.
         try:
-            await asyncio.wait_for(consumer.commit({tp: offset}), self.commit_timeout)
+            await asyncio.wait_for(consumer.commit(offsets), self.commit_timeout)
         except (TimeoutError, KafkaError) as exc:
-            raise ConsumerReset(f"commit of {tp.topic}[{tp.partition}]@{offset} failed: "
-                                f"{exc!r}") from exc
+            where = ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in offsets.items())
+            raise ConsumerReset(f"commit of {where} failed: {exc!r}") from exc
 
     async def _handle_partition_batch(self, tp: TopicPartition,
                                       records: list[ConsumerRecord]) -> None:

@@ -175,13 +175,17 @@ class MonitorWorker:
         identity = {(d.record.topic, d.record.partition, d.record.offset, hash(d.record.value))
                     for d in batch}
         if identity != self._fed:
-            fresh = [d for d in batch
-                     if d.record.offset >= self.applied.get(_where(d), 0)]
+            fresh: list[Delivery] = []
+            reached: dict[str, int] = {}
+            for delivery in batch:  # skip what the restored state already holds
+                where, offset = _where(delivery), delivery.record.offset
+                if offset >= self.applied.get(where, 0):
+                    fresh.append(delivery)
+                reached[where] = max(reached.get(where, 0), offset + 1)
             self._rejected = feed_each(fresh, self._feed)
             self._fed = identity
-            for delivery in batch:
-                self.applied[_where(delivery)] = max(self.applied.get(_where(delivery), 0),
-                                                     delivery.record.offset + 1)
+            for where, offset in reached.items():
+                self.applied[where] = max(self.applied.get(where, 0), offset)
         if self.changelog is None:
             await self._publish(self.pending)
             return list(self._rejected)
@@ -220,6 +224,7 @@ class MonitorWorker:
             if isinstance(action, AlertRaised | TrainingRequested):  # decisions only
                 outboxes.setdefault(self.monitor.partition_of(action.model), []).append(
                     (action, trace))
+        writes = []
         for partition, changes in by_partition.items():
             key = state.OUTBOX + str(partition).encode()
             if partition in outboxes:
@@ -229,7 +234,8 @@ class MonitorWorker:
                 changes[key] = None
                 self._outboxes.discard(partition)
             offsets = {w: o for w, o in self.applied.items() if _partition(w) == partition}
-            await self.changelog.checkpoint(changes, offsets, partition)
+            writes.append(self.changelog.checkpoint(changes, offsets, partition))
+        await asyncio.gather(*writes)  # partitions are independent: one wait for all
         self._everything = False
         self.durable = dict(self.applied)
         self._last_checkpoint = self.clock()

@@ -9,7 +9,6 @@ over HTTP.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -27,13 +26,11 @@ from contracts.http import (
     ServedVersion,
     ValueSchema,
 )
+from services.serving.calls import delivered, invalid_body, off_the_loop_if_large, parsed
 from services.serving.handlers import Answer, Predictor
 from shared.auth import AUTH_RESPONSES, Authenticator
 from shared.errors import InvalidFeatures
-from shared.http_errors import error_response, error_responses, json_response
-from shared.outbox import OutboxFull
-from shared.records import describe
-from shared.validation import field_errors
+from shared.http_errors import error_responses, json_response
 
 
 def _parse(body: bytes) -> tuple[list[dict[str, Any]], list[str], bool]:
@@ -51,8 +48,7 @@ def _parse(body: bytes) -> tuple[list[dict[str, Any]], list[str], bool]:
         single = PredictRequest.model_validate(data)
         return [single.features], ["features"], False
     except ValidationError as exc:
-        problems = field_errors(exc)
-        raise InvalidFeatures(detail=describe(problems), errors=problems) from None
+        raise invalid_body(exc) from None
 
 
 def _answer(predictor: Predictor, model: str, body: bytes) -> tuple[Answer, bool]:
@@ -97,15 +93,9 @@ def build_router(predictor: Predictor, auth: Authenticator | None = None) -> API
     async def predict(model: str, request: Request) -> Response:
         """Predict one instance (`features`) or many (`instances`) with the champion."""
         body = await request.body()
-        if len(body) > predictor.inline_body_bytes:
-            answer, is_batch = await asyncio.to_thread(_answer, predictor, model, body)
-        else:
-            answer, is_batch = _answer(predictor, model, body)
-        try:
-            await predictor.deliver(answer.events)
-        except OutboxFull as exc:
-            refused = error_response(503, type(exc).__name__, str(exc))
-            refused.headers["Retry-After"] = "1"
+        answer, is_batch = await off_the_loop_if_large(
+            predictor, body, lambda: _answer(predictor, model, body))
+        if (refused := await delivered(predictor, answer)) is not None:
             return refused
         version = answer.served.version
         if is_batch:
@@ -122,21 +112,14 @@ def build_router(predictor: Predictor, auth: Authenticator | None = None) -> API
         """KServe's v1 protocol: `{"instances": [...]}` → `{"predictions": [...]}` (and
         each answer's `prediction_ids`, which feedback names), published like /predict."""
         body = await request.body()
-        try:
-            batch = BatchPredictRequest.model_validate_json(body)
-        except ValidationError as exc:
-            problems = field_errors(exc)
-            raise InvalidFeatures(detail=describe(problems), errors=problems) from None
-        paths = [f"instances.{i}" for i in range(len(batch.instances))]
-        if len(body) > predictor.inline_body_bytes:
-            answer = await asyncio.to_thread(predictor.predict, model, batch.instances, paths)
-        else:
-            answer = predictor.predict(model, batch.instances, paths)
-        try:
-            await predictor.deliver(answer.events)
-        except OutboxFull as exc:
-            refused = error_response(503, type(exc).__name__, str(exc))
-            refused.headers["Retry-After"] = "1"
+
+        def answer_body() -> Answer:
+            instances = parsed(BatchPredictRequest, body).instances
+            return predictor.predict(model, instances,
+                                     [f"instances.{i}" for i in range(len(instances))])
+
+        answer = await off_the_loop_if_large(predictor, body, answer_body)
+        if (refused := await delivered(predictor, answer)) is not None:
             return refused
         return json_response({"predictions": [i["prediction"] for i in answer.items],
                               "prediction_ids": [i["prediction_id"] for i in answer.items]})

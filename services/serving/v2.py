@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from contracts.http import (
     V2InferRequest,
@@ -26,14 +25,12 @@ from contracts.http import (
     V2Tensor,
     V2TensorMetadata,
 )
-from services.serving.handlers import Predictor
+from services.serving.calls import delivered, off_the_loop_if_large, parsed
+from services.serving.handlers import Answer, Predictor
 from shared.auth import Authenticator
 from shared.errors import InvalidFeatures, ModelNotFound
-from shared.http_errors import error_response, error_responses, json_response
-from shared.outbox import OutboxFull
+from shared.http_errors import error_responses, json_response
 from shared.project import ValueSpec, ValueType
-from shared.records import describe
-from shared.validation import field_errors
 
 DATATYPES = {ValueType.FLOAT: "FP64", ValueType.INT: "INT64", ValueType.STR: "BYTES",
              ValueType.BOOL: "BOOL"}
@@ -148,34 +145,34 @@ def build_v2_router(predictor: Predictor, auth: Authenticator,
         check_version(model, version)
         if "inference-header-content-length" in request.headers:
             raise _bad("body", BINARY)
-        try:
-            call = V2InferRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            problems = field_errors(exc)
-            raise InvalidFeatures(detail=describe(problems), errors=problems) from None
-        wanted = [o.name for o in call.outputs] if call.outputs else list(OUTPUTS)
-        for name in wanted:
-            if name not in OUTPUTS:
-                raise _bad("outputs", f"no output {name!r}; outputs are {', '.join(OUTPUTS)}")
-        rows = rows_of(call)
-        answer = predictor.predict(model, rows, [f"inputs[row {i}]" for i in range(len(rows))])
-        try:
-            await predictor.deliver(answer.events)
-        except OutboxFull as exc:
-            refused = error_response(503, type(exc).__name__, str(exc))
-            refused.headers["Retry-After"] = "1"
+        body = await request.body()
+
+        def answer_body() -> tuple[V2InferRequest, Answer]:
+            call = parsed(V2InferRequest, body)
+            for output in call.outputs or ():
+                if output.name not in OUTPUTS:
+                    raise _bad("outputs", f"no output {output.name!r}; outputs are "
+                               f"{', '.join(OUTPUTS)}")
+            rows = rows_of(call)
+            return call, predictor.predict(model, rows,
+                                           [f"inputs[row {i}]" for i in range(len(rows))])
+
+        call, answer = await off_the_loop_if_large(predictor, body, answer_body)
+        if (refused := await delivered(predictor, answer)) is not None:
             return refused
+        wanted = [o.name for o in call.outputs] if call.outputs else list(OUTPUTS)
+        count = len(answer.items)
         dataset = predictor.project.datasets[predictor.project.model(model).dataset]
         tensors = {
             "prediction": V2Tensor(name="prediction", datatype=datatype(dataset.label),
-                                   shape=[len(rows), 1],
+                                   shape=[count, 1],
                                    data=[item["prediction"] for item in answer.items]),
             "prediction_id": V2Tensor(name="prediction_id", datatype="BYTES",
-                                      shape=[len(rows), 1],
+                                      shape=[count, 1],
                                       data=[item["prediction_id"] for item in answer.items])}
-        body = V2InferResponse(model_name=model, model_version=str(answer.served.version),
-                               id=call.id, outputs=[tensors[name] for name in wanted])
-        return Response(orjson.dumps(body.model_dump(mode="json", exclude_none=True)),
+        response = V2InferResponse(model_name=model, model_version=str(answer.served.version),
+                                   id=call.id, outputs=[tensors[name] for name in wanted])
+        return Response(orjson.dumps(response.model_dump(mode="json", exclude_none=True)),
                         media_type="application/json")
 
     return router
