@@ -364,6 +364,12 @@ class PredictionMade(Contract):
                                    examples=[0.00004])
     at: datetime = Field(default_factory=utcnow, description="When.",
                          examples=["2026-11-22T10:08:00Z"])
+    learned_through: int | None = Field(
+        default=None, ge=0, description="For a model that learns in serving "
+        "([models.X.serving] learn): the answering version had also learned every record of "
+        "the dataset log before this position (the version's artifact plus those records "
+        "rebuild the exact model); null when it served the artifact as gated.",
+        examples=[12000])
 
 
 class AlertStatus(StrEnum):

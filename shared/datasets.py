@@ -242,6 +242,33 @@ class DatasetStore:
         for digest, start, end in snapshot.slices:
             yield from self._read_segment(snapshot.dataset, digest)[start:end]
 
+    def end_of(self, snapshot: Snapshot) -> int | None:
+        """The first log position a model trained on `snapshot` never learned: after the
+        furthest record of any of its slices, whatever their order. None when a slice's
+        segment is not in the log (a snapshot of another store)."""
+        ends = {digest: end for digest, _, end in snapshot.slices}
+        start, newest = 0, 0
+        for segment in self.segments(snapshot.dataset):
+            if segment.digest in ends:
+                newest = start + ends.pop(segment.digest)
+            start += segment.count
+        return None if ends else newest
+
+    def records_from(self, dataset: str, position: int,
+                     segments: Sequence[Segment] | None = None,
+                     ) -> Iterator[tuple[int, RecordValidated]]:
+        """(log position, record) of every record logged at `position` or later, in log
+        order (of `segments`, a prefix of the log, when given): how a reader that learned the
+        log up to `position` catches up. Only the segments holding them are read."""
+        start = 0
+        for segment in self.segments(dataset) if segments is None else segments:
+            end = start + segment.count
+            if end > position:
+                rows = self._read_segment(dataset, segment.digest)[:segment.count]
+                for row in range(max(position - start, 0), len(rows)):
+                    yield start + row, rows[row]
+            start = end
+
     def read_segment(self, dataset: str, digest: str) -> list[RecordValidated]:
         """One logged segment's records, in order: how an online learner tails the log."""
         return self._read_segment(dataset, digest)

@@ -222,6 +222,22 @@ class OnlineSpec(_Spec):
     one, for an audit trail of each (an ARF(10) snapshot is ~3–13 MB: each is stored)."""
 
 
+class ServingSpec(_Spec):
+    """How serving treats the versions of a model between two registry decisions."""
+
+    learn: bool = False
+    """Serving goes on learning the version it serves with every record the dataset store
+    logs after the data that version was trained on, in log order, so the served model is
+    never older than the newest label (what an in-process River loop does). Each prediction
+    event then says up to which log position the answering model had learned: version plus
+    positions name exactly the model that answered. Every replica learns the same records in
+    the same order from the same artifact, so replicas agree. False: serve each version
+    exactly as the registry gated it."""
+    replay_records: int = Field(default=50_000, ge=0)
+    """On a swap, at most this many of the newest records logged after the version's data
+    are learned before it serves (off the request path); older ones are skipped."""
+
+
 class TrainingSpec(_Spec):
     """How a model is trained."""
 
@@ -243,6 +259,8 @@ class ModelSpec(_Spec):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     online: OnlineSpec | None = None
     """Learn online (see OnlineSpec); drift-triggered batch challengers still compete."""
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    """Whether serving goes on learning between versions (see ServingSpec)."""
 
 
 class Project(_Spec):

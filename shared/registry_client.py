@@ -32,7 +32,18 @@ def present_token(headers: dict[str, str]) -> None:
 async def fetch_champion(registry_url: str, model: str,
                          timeout: float = 5.0) -> ModelVersionView | None:
     """The champion of `model`, None when it has none; DependencyUnavailable if unreachable."""
-    url = f"{registry_url.rstrip('/')}/v1/models/{model}/champion"
+    return await _fetch_view(f"{registry_url.rstrip('/')}/v1/models/{model}/champion", timeout)
+
+
+async def fetch_version(registry_url: str, model: str, version: int,
+                        timeout: float = 5.0) -> ModelVersionView | None:
+    """Version `version` of `model` with its lineage, None when the registry has no such
+    version; DependencyUnavailable if unreachable."""
+    return await _fetch_view(f"{registry_url.rstrip('/')}/v1/models/{model}/versions/{version}",
+                             timeout)
+
+
+async def _fetch_view(url: str, timeout: float) -> ModelVersionView | None:
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
             response = await client.get(url, headers={"traceparent": current_traceparent(),
@@ -46,8 +57,9 @@ async def fetch_champion(registry_url: str, model: str,
                                     f"service's token ({response.status_code}): set "
                                     "DRIFTLOOP_TOKEN to a viewer token the registry accepts")
     if response.status_code == 404:
-        # The registry's project file does not declare the model: retrying cannot help.
-        logger.error("the registry does not know model %s: %s", model, response.text[:200])
+        # Not declared, or no such version: retrying cannot help.
+        logger.error("the registry has no %s: %s", url.rsplit("/v1/", 1)[-1],
+                     response.text[:200])
         return None
     if response.status_code != 200:
         raise DependencyUnavailable(dependency="registry",

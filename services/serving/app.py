@@ -11,6 +11,7 @@ from contracts.topics import Topic
 from services.serving.consumers import follow_champions, lifecycle_handler
 from services.serving.feedback import build_router as feedback_router
 from services.serving.handlers import Predictor
+from services.serving.learning import ServingLearner, registry_lineage
 from services.serving.models import ModelManager
 from services.serving.publishing import deliver_to, prediction_outbox
 from services.serving.routes import build_router
@@ -18,16 +19,20 @@ from services.serving.settings import ServingSettings
 from services.serving.v2 import build_v2_router
 from shared.artifacts import ArtifactStore
 from shared.consumer import Consumer, per_event
+from shared.datasets import DatasetStore
 from shared.project import load_project
 from shared.service import Runtime, build_app
 
 
 def create_app(settings: ServingSettings) -> FastAPI:
     project = load_project(settings.config)
+    learner = ServingLearner(project, DatasetStore(settings.data_dir / "datasets"),
+                             registry_lineage(settings.registry_url))
     # Public keys only: training's checks each artifact, the registry's each decision.
     models = ModelManager(ArtifactStore(settings.data_dir / "artifacts",
                                         verifier=settings.verifier("training")),
-                          declared=project.models)
+                          declared=project.models,
+                          prepare=learner.prepare if learner.models else None)
     registry = settings.verifier("registry")
 
     async def on_start(runtime: Runtime) -> None:
@@ -45,6 +50,11 @@ def create_app(settings: ServingSettings) -> FastAPI:
                                    stopping)
 
         runtime.spawn("follow-champions", follow)
+        if learner.models:
+            async def learn(stopping: asyncio.Event) -> None:
+                await learner.run(models, stopping)
+
+            runtime.spawn("learn-while-serving", learn)
         runtime.checks["champions_fetched"] = synced.is_set
 
     async def on_stop(runtime: Runtime) -> None:

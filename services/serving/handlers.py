@@ -80,8 +80,16 @@ class Predictor:
         if problems:
             raise InvalidFeatures(detail=describe(problems), errors=problems)
         served = self.models.get(model)
+        if served.learned is None:
+            return self._answer(model, served, clean, spec.task == "classification")
+        with served.learned.guard.reading():  # it learns on the loop: not while we read
+            return self._answer(model, served, clean, spec.task == "classification")
+
+    def _answer(self, model: str, served: LoadedModel, clean: list[dict[str, Any]],
+                classifier: bool) -> Answer:
         estimator = served.estimator
-        classifier = spec.task == "classification"
+        learned = {} if served.learned is None else {"learned_through":
+                                                     served.learned.through}
         home = key_index(model, self.partitions)
         at = datetime.now(UTC)
         items: list[dict[str, Any]] = []
@@ -100,7 +108,7 @@ class Predictor:
             events.append((prediction_id, orjson.dumps({
                 "prediction_id": prediction_id, "model": model, "version": served.version,
                 "features": features, "prediction": prediction, "probabilities": probabilities,
-                "latency_seconds": elapsed, "at": at})))
+                "latency_seconds": elapsed, "at": at, **learned})))
             items.append({"prediction": prediction, "probabilities": probabilities,
                           "prediction_id": prediction_id})
         return Answer(served, items, events)

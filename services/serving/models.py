@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ from prometheus_client import Counter
 
 from contracts.base import utcnow
 from contracts.events import ArtifactRef
+from services.serving.learning import Learned
 from shared.artifacts import ArtifactStore
 from shared.errors import (
     ArtifactIntegrityError,
@@ -27,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 LOADS = Counter("driftloop_serving_model_loads_total", "Model load attempts.", ["outcome"])
 
+Prepare = Callable[[str, int, Any], Awaitable[Learned | None]]
+"""Run on a freshly loaded estimator before it serves (model, version, estimator): serving's
+learner replays what was logged after its training data (services/serving/learning.py)."""
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
@@ -37,15 +42,20 @@ class LoadedModel:
     estimator: Any
     digest: str
     loaded_at: datetime
+    learned: Learned | None = None
+    """For a model that learns in serving: how far this estimator has learned the dataset
+    log since it was loaded (the estimator itself is then updated in place)."""
 
 
 class ModelManager:
     """The champion of each model. A request reads one reference: the old model or the new,
     never neither, because a swap is a single dict assignment done after loading."""
 
-    def __init__(self, artifacts: ArtifactStore, declared: Iterable[str]) -> None:
+    def __init__(self, artifacts: ArtifactStore, declared: Iterable[str],
+                 prepare: Prepare | None = None) -> None:
         self.artifacts = artifacts
         self.declared = frozenset(declared)
+        self.prepare = prepare
         self._current: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._swaps: dict[str, int] = {}
@@ -56,6 +66,10 @@ class ModelManager:
             return self._current[model]
         except KeyError:
             raise ModelNotReady(model=model) from None
+
+    def peek(self, model: str) -> LoadedModel | None:
+        """The version serving `model`, None before the first."""
+        return self._current.get(model)
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._current.values())
@@ -93,8 +107,10 @@ class ModelManager:
                                     applied=applied)
             current = self._current.get(model)
             try:
-                if current is not None and current.digest == artifact.digest:
-                    # Same bytes under another version: re-check the signature, reuse them.
+                if (current is not None and current.digest == artifact.digest
+                        and current.learned is None):
+                    # Same bytes under another version: re-check the signature, reuse them
+                    # (not an estimator that learned since: it is no longer those bytes).
                     self.artifacts.verify_signature(artifact)
                     estimator = current.estimator
                 else:
@@ -104,8 +120,10 @@ class ModelManager:
                 logger.error("refused %s v%d: %s; still serving %s", model, version, exc,
                              f"v{current.version}" if current else "nothing")
                 return False
+            learned = None if self.prepare is None else await self.prepare(model, version,
+                                                                             estimator)
             self._current[model] = LoadedModel(model, version, estimator, artifact.digest,
-                                               utcnow())
+                                               utcnow(), learned)
             self._swaps[model] = self.swaps(model) + 1
             if sequence is not None:
                 self._sequences[model] = sequence

@@ -317,13 +317,8 @@ class OnlineLearner:
             logger.warning("training snapshot of %s v%d not found; comparing on records "
                            "learned from now on", self.name, champion.version)
             return self.learned
-        ends = {digest: end for digest, _, end in snapshot.slices}
-        start, newest = 0, 0  # the furthest log position of any slice, whatever their order
-        for segment in self.datasets.segments(lineage.dataset):
-            if segment.digest in ends:
-                newest = start + ends.pop(segment.digest)
-            start += segment.count
-        return self.learned if ends else newest
+        end = self.datasets.end_of(snapshot)
+        return self.learned if end is None else end
 
     # -- restart ----------------------------------------------------------------------------
 
