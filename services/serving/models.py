@@ -35,7 +35,8 @@ learner replays what was logged after its training data (services/serving/learni
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """One servable version; replaced whole, never mutated."""
+    """One servable version; replaced whole, never mutated (but for the estimator of a
+    model that learns in serving, which learns in place: see `learned`)."""
 
     name: str
     version: int
