@@ -134,8 +134,17 @@ def state(platform: Platform, models: Iterable[str] = (MODEL,)) -> dict[str, Any
             answer = client.post(f"{serving}/v1/models/{model}/predict",
                                  json={"features": {"x": 1.0}})
             seen[f"{model}_answer"] = (answer.status_code, answer.json().get("version"))
-            status = client.get(f"{platform.url('monitoring')}/v1/status").json()
-            seen[f"{model}_monitored_version"] = status[model]["version"]
+            # Monitoring hears of a promotion through models.lifecycle a moment after serving
+            # may: wait (bounded) for it to watch the version serving answers with, so a
+            # snapshot taken just after a genuine promotion is not read as an attack's effect.
+            deadline = time.monotonic() + 20
+            while True:
+                status = client.get(f"{platform.url('monitoring')}/v1/status").json()
+                watched = status[model]["version"]
+                if watched == seen[f"{model}_answer"][1] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            seen[f"{model}_monitored_version"] = watched
     return seen
 
 
