@@ -8,7 +8,8 @@ Variants (`--variant`):
   progressive drift challengers (policy.retrain_windows) and a cooldown counted in samples.
 - "learning": "online" whose served version also goes on learning in serving
   ([models.X.serving] learn): snapshots are then for the registry's gate, the audit trail and
-  restarts (every 2,000 records, no early ones), not the path by which adaptation is served.
+  restarts (every 2,000 records, no early ones), not the path by which adaptation is served;
+  drift challengers are gated against the champion as serving has learned it.
 
 Both are written through the project's own spec (shared/project.py) and read back with
 load_project, so a knob the platform does not accept fails here, before anything starts.
@@ -71,7 +72,6 @@ def model_spec(variant: str, stream: Stream, initial: int) -> dict[str, Any]:
     if variant == "learning":
         spec["online"].update({"snapshot_every_records": 2000, "early_snapshot_records": 0})
         spec["serving"] = {"learn": True}
-        spec["policy"]["retrain_on_drift"] = False
     return spec
 
 

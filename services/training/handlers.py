@@ -14,6 +14,7 @@ from contracts.events import (
     Holdout,
     Lineage,
     ModelTrained,
+    RecordValidated,
     TrainingReason,
     TrainingRequested,
 )
@@ -21,8 +22,8 @@ from contracts.http import ModelVersionView
 from services.training.evaluation import numeric_features, profile, score
 from services.training.intake import safe_name
 from shared.artifacts import ArtifactStore
-from shared.datasets import DatasetStore, by_event_time
-from shared.errors import InvalidInput
+from shared.datasets import DatasetStore, Snapshot, by_event_time
+from shared.errors import InvalidInput, SnapshotNotFound
 from shared.files import atomic_write
 from shared.pipelines import build_pipeline
 from shared.project import PolicySpec, Project
@@ -134,8 +135,10 @@ class Trainer:
         candidate_metrics = score(model, holdout, spec.task)
         baseline_metrics = None
         if champion is not None:
-            baseline_metrics = score(self.artifacts.load_model(champion.artifact), holdout,
-                                     spec.task)
+            served = self.artifacts.load_model(champion.artifact)
+            if spec.serving.learn:
+                self._learn_as_served(served, champion, snapshot, holdout)
+            baseline_metrics = score(served, holdout, spec.task)
         # What the registry gates is exactly what serves: the candidate does not go on to
         # learn its holdout after scoring (on SEA that unscored step took a Hoeffding tree
         # from 86.8% to 64.8% served). Learning the newest records is an online learner's job.
@@ -159,6 +162,42 @@ class Trainer:
                     "" if rung is None else f" (rung {rung + 1})", _fmt(candidate_metrics),
                     extra={"run_id": event.run_id, "snapshot_id": snapshot.snapshot_id})
         return event
+
+    def _learn_as_served(self, champion_model: Any, champion: ModelVersionView,
+                         snapshot: Snapshot, holdout: list[RecordValidated]) -> int:
+        """Bring the champion to what serving answers with when it learns in serving
+        (`serving.learn`): its artifact plus every record logged after its training data, up
+        to this run's snapshot, at most `replay_records` of the newest — but the holdout's
+        own records, on which it is about to be scored. Gated against the bare artifact, a
+        challenger trained on a small post-drift window could win and still be worse than
+        what serves. Returns how many records it learned."""
+        spec = self.project.model(champion.model)
+        try:
+            theirs = self.datasets.open_snapshot(champion.lineage.dataset,
+                                                 champion.lineage.snapshot_id)
+        except SnapshotNotFound:
+            logger.warning("training snapshot of %s v%d not found: scored as its artifact",
+                           champion.model, champion.version)
+            return 0
+        start, end = self.datasets.end_of(theirs), self.datasets.end_of(snapshot)
+        if start is None or end is None:
+            return 0
+        held = {record.record_id for record in holdout}
+        learned = 0
+        for position, record in self.datasets.records_from(
+                spec.dataset, max(start, end - spec.serving.replay_records)):
+            if position >= end:
+                break
+            if record.record_id in held:
+                continue
+            try:
+                champion_model.learn_one(record.features, record.label)
+            except Exception:  # skipped as serving skips it
+                continue
+            learned += 1
+        logger.info("champion %s v%d scored as served: learned %d records logged after its "
+                    "data", champion.model, champion.version, learned)
+        return learned
 
     def initial_requests(self, dataset: str, records_seen: int) -> list[TrainingRequested]:
         """First-training requests due now that `records_seen` records of `dataset` exist."""
