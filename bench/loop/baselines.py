@@ -2,6 +2,8 @@
 
 - River's adaptive random forest (ARFClassifier / ARFRegressor, 10 trees), test-then-train
   on every sample from the first (River's prequential evaluation; labels arrive at once).
+- The same forest with each label arriving `label_delay` samples late, as the harness sends
+  them to driftloop: what separates the cost of the label's own delay from the platform's.
 - A static model: the run's own pipeline (shared/pipelines.py, same seed and passes), trained
   once on the first `initial` records and never updated: what serving would answer with no
   loop at all.
@@ -12,6 +14,7 @@ Both are scored on the served range only (samples `initial` onwards), like drift
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 from river import forest
@@ -21,15 +24,21 @@ from shared.pipelines import build_pipeline
 from shared.project import ModelSpec
 
 
-def adaptive_forest(stream: Stream, initial: int, seed: int) -> list[Any]:
-    """ARF(10) predictions for samples `initial`.. (each before it learns the sample)."""
+def adaptive_forest(stream: Stream, initial: int, seed: int, label_delay: int = 0) -> list[Any]:
+    """ARF(10) predictions for samples `initial`.. (each before it learns the sample; with
+    `label_delay`, served samples are learned that many samples after they were predicted)."""
     model: Any = (forest.ARFClassifier(n_models=10, seed=seed) if stream.task == "classification"
                   else forest.ARFRegressor(n_models=10, seed=seed))
     predicted: list[Any] = []
+    waiting: deque[tuple[Any, Any]] = deque()
     for index, (x, y) in enumerate(stream.samples):
-        if index >= initial:
-            predicted.append(model.predict_one(x))
-        model.learn_one(x, y)
+        if index < initial:
+            model.learn_one(x, y)
+            continue
+        predicted.append(model.predict_one(x))
+        waiting.append((x, y))
+        if len(waiting) > label_delay:
+            model.learn_one(*waiting.popleft())
     return predicted
 
 
@@ -42,8 +51,11 @@ def static(stream: Stream, initial: int, spec: ModelSpec) -> list[Any]:
     return [model.predict_one(x) for x, _ in stream.samples[initial:]]
 
 
-def both(stream: Stream, initial: int, seed: int, spec: ModelSpec) -> dict[str, Any]:
-    """ARF and static predictions and the seconds they took (run in a worker process)."""
+def both(stream: Stream, initial: int, seed: int, spec: ModelSpec,
+         label_delay: int = 0) -> dict[str, Any]:
+    """ARF (labels at once, and `label_delay` late) and static predictions, and the seconds
+    they took (run in a worker process)."""
     started = time.perf_counter()
-    return {"arf": adaptive_forest(stream, initial, seed), "static": static(stream, initial, spec),
-            "seconds": time.perf_counter() - started}
+    return {"arf": adaptive_forest(stream, initial, seed),
+            "arf_delayed": adaptive_forest(stream, initial, seed, label_delay),
+            "static": static(stream, initial, spec), "seconds": time.perf_counter() - started}

@@ -67,11 +67,12 @@ def loop_figures(stream: Stream, trace: Trace, events: Events, versions: int,
 
 def run_result(stream: Stream, variant: str, seed: int, rate: float, trace: Trace,
                events: Events, versions: int, outcomes: dict[str, metrics.Outcomes],
-               seconds: float) -> dict[str, Any]:
+               seconds: float, label_delay: int = 10) -> dict[str, Any]:
     """Everything one run measured, JSON-ready."""
     return {
         "stream": stream.name, "about": stream.about, "task": stream.task, "variant": variant,
         "seed": seed, "samples": len(stream.samples), "initial": trace.first,
+        "label_delay": label_delay,
         "drifts": list(stream.drifts), "rate_asked": rate,
         "rate_achieved": metrics.achieved_rate(trace.sent_at, trace.answered_at),
         "behind_seconds": trace.behind, "retried": trace.retried,
@@ -94,6 +95,7 @@ def _count(value: int | None) -> str:
 
 
 NAMES = {"driftloop": "driftloop ({variant}, served)", "arf": "River ARF(10), in-process",
+         "arf_delayed": "River ARF(10), in-process, labels {label_delay} samples late",
          "static": "static (first {initial:,}, never updated)"}
 
 
@@ -118,7 +120,8 @@ def run_table(result: dict[str, Any]) -> str:
             _pct(v, task) for v in figures["after_drift"]]
         if "recovery_samples" in figures and drifts:
             cells.append(" / ".join(_count(v) for v in figures["recovery_samples"]))
-        label = NAMES[name].format(variant=result["variant"], initial=result["initial"])
+        label = NAMES[name].format(variant=result["variant"], initial=result["initial"],
+                                   label_delay=result.get("label_delay", "?"))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append(loop_line(result["loop"], task))
     return "\n".join(lines)
@@ -149,10 +152,11 @@ def _swap(swap: dict[str, Any]) -> str:
 
 def summary_table(results: Sequence[dict[str, Any]]) -> str:
     """One row per run: the figures the issue's goals are checked against."""
-    lines = ["| stream | variant | seed | rate asked → achieved | driftloop | ARF(10) | static | "
+    lines = ["| stream | variant | seed | rate asked → achieved | driftloop | ARF(10) | "
+             "ARF(10), labels late | static | "
              "after drift 1: driftloop / ARF | after drift 2: driftloop / ARF | retrains "
              "(promoted) | alerts fired | alarm → swap s (samples) |",
-             "|---" * 12 + "|"]
+             "|---" * 13 + "|"]
     for r in results:
         task, models, loop = r["task"], r["models"], r["loop"]
         after = []
@@ -167,7 +171,9 @@ def summary_table(results: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['stream']} | {r['variant']} | {r['seed']} | {r['rate_asked']:,.0f} → "
             f"{r['rate_achieved']:,.0f}/s | {_pct(models['driftloop']['overall'], task)} | "
-            f"{_pct(models['arf']['overall'], task)} | {_pct(models['static']['overall'], task)} "
+            f"{_pct(models['arf']['overall'], task)} | "
+            f"{_pct(models.get('arf_delayed', {}).get('overall'), task)} | "
+            f"{_pct(models['static']['overall'], task)} "
             f"| {after[0]} | {after[1]} | {loop['retrains']} ({loop['promoted']}) | {alerts} | "
             f"{swaps} |")
     return "\n".join(lines)

@@ -97,12 +97,12 @@ def one_run(stream: Stream, seed: int, rate: float, args: argparse.Namespace, ro
         platform.stop()
     baseline = yardsticks.result()
     predicted = {"driftloop": trace.predicted, "arf": baseline["arf"],
-                 "static": baseline["static"]}
+                 "arf_delayed": baseline["arf_delayed"], "static": baseline["static"]}
     truth = [y for _, y in stream.samples]
     scored = {name: metrics.outcomes(stream.task, truth, values, args.initial)
               for name, values in predicted.items()}
     result = report.run_result(stream, args.variant, seed, rate, trace, events, versions, scored,
-                               time.perf_counter() - started)
+                               time.perf_counter() - started, args.label_delay)
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
@@ -130,7 +130,8 @@ def main() -> None:
             for name in args.streams:
                 stream = build(name, args.samples, seed)
                 spec = project_file.model(args.variant, stream, args.initial)
-                yardsticks = pool.submit(baselines.both, stream, args.initial, seed, spec)
+                yardsticks = pool.submit(baselines.both, stream, args.initial, seed, spec,
+                                         args.label_delay)
                 for rate in sorted(args.rates):
                     if args.serial_baselines or rate != min(args.rates):
                         seconds = yardsticks.result()["seconds"]

@@ -104,7 +104,7 @@ class ServingLearner:
     """Learns the served versions of every model that declares `serving.learn`."""
 
     def __init__(self, project: Project, datasets: DatasetStore, lineage: LineageOf,
-                 chunk: int = 64) -> None:
+                 chunk: int = 16) -> None:
         self.project = project
         self.datasets = datasets
         self.lineage = lineage
