@@ -40,6 +40,7 @@ from shared.datasets import DatasetStore
 from shared.errors import DependencyUnavailable, SnapshotNotFound
 from shared.project import Project
 from shared.registry_client import fetch_version
+from shared.replay import learn_logged, learn_record
 
 if TYPE_CHECKING:
     from services.serving.models import ModelManager
@@ -143,21 +144,16 @@ class ServingLearner:
 
     def _replay(self, model: str, version: int, estimator: Any, start: int | None) -> Learned:
         spec = self.project.model(model)
-        segments = self.datasets.segments(spec.dataset)
-        end = sum(segment.count for segment in segments)
-        begin = end if start is None else max(start, end - spec.serving.replay_records)
-        learned = 0
-        for _, record in self.datasets.records_from(spec.dataset, begin, segments):
-            _learn(estimator, model, record.features, record.label)
-            learned += 1
-        LEARNED.labels(model).inc(learned)
-        if start is not None and begin > start:
-            logger.warning("%s v%d: %d records logged after its training data; learned the "
-                           "newest %d (serving.replay_records)", model, version, end - start,
-                           learned)
+        replayed = learn_logged(estimator, model, self.datasets, spec.dataset, start,
+                                spec.serving.replay_records)
+        LEARNED.labels(model).inc(replayed.learned)
+        if replayed.dropped:
+            logger.warning("%s v%d: %d records logged after its training data were older than "
+                           "the newest %d (serving.replay_records): not learned", model,
+                           version, replayed.dropped, spec.serving.replay_records)
         logger.info("%s v%d learned %d records logged after its training data", model,
-                    version, learned, extra={"learned_through": end})
-        return Learned(through=end)
+                    version, replayed.learned, extra={"learned_through": replayed.through})
+        return Learned(through=replayed.through)
 
     # -- while serving ----------------------------------------------------------------------
 
@@ -196,7 +192,7 @@ class ServingLearner:
                 return 0
             dataset = self.project.model(model).dataset
             for position, record in self.datasets.records_from(dataset, learned.through):
-                _learn(served.estimator, model, record.features, record.label)
+                learn_record(served.estimator, record, model)
                 learned.through = position + 1
                 count += 1
                 if count >= self.chunk:
@@ -204,9 +200,3 @@ class ServingLearner:
         LEARNED.labels(model).inc(count)
         return count
 
-
-def _learn(estimator: Any, model: str, features: dict[str, Any], label: Any) -> None:
-    try:
-        estimator.learn_one(features, label)
-    except Exception:  # a record the estimator cannot take: skipped, as the learner does
-        logger.exception("serving could not learn a record into %s; skipped", model)

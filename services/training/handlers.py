@@ -28,6 +28,7 @@ from shared.files import atomic_write
 from shared.pipelines import build_pipeline
 from shared.project import PolicySpec, Project
 from shared.promotion import Verdict, compare
+from shared.replay import learn_logged
 from shared.signing import Signer
 
 logger = logging.getLogger(__name__)
@@ -182,19 +183,9 @@ class Trainer:
         start, end = self.datasets.end_of(theirs), self.datasets.end_of(snapshot)
         if start is None or end is None:
             return 0
-        held = {record.record_id for record in holdout}
-        learned = 0
-        for position, record in self.datasets.records_from(
-                spec.dataset, max(start, end - spec.serving.replay_records)):
-            if position >= end:
-                break
-            if record.record_id in held:
-                continue
-            try:
-                champion_model.learn_one(record.features, record.label)
-            except Exception:  # skipped as serving skips it
-                continue
-            learned += 1
+        learned = learn_logged(champion_model, champion.model, self.datasets, spec.dataset,
+                               start, spec.serving.replay_records, end=end,
+                               skip={record.record_id for record in holdout}).learned
         logger.info("champion %s v%d scored as served: learned %d records logged after its "
                     "data", champion.model, champion.version, learned)
         return learned
