@@ -163,9 +163,8 @@ class ServingLearner:
         `stopping`."""
         while not stopping.is_set():
             for model in self.models:
-                while await asyncio.to_thread(self.pending, models, model) > 0:
-                    if self.step(models, model) == 0:
-                        break  # a reader is in, or the version changed: next poll
+                # A short chunk means caught up, a reader is in, or nothing serves: next poll.
+                while self.step(models, model) == self.chunk:
                     await asyncio.sleep(0)  # let requests in between chunks
             try:
                 await asyncio.wait_for(stopping.wait(), poll_seconds)
@@ -173,7 +172,8 @@ class ServingLearner:
                 pass
 
     def pending(self, models: ModelManager, model: str) -> int:
-        """Records logged that the version serving `model` has not learned."""
+        """Records logged that the version serving `model` has not learned (for status and
+        tests; the loop itself just learns until a chunk comes back short)."""
         served = models.peek(model)
         if served is None or served.learned is None:
             return 0
